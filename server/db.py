@@ -31,6 +31,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 Blob = LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
 
 
+# Microsecond precision on MySQL too (queue and compute timings come from these).
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
@@ -43,7 +47,7 @@ class ModelBlob(Base):
     __tablename__ = "model_blobs"
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class ModelBlobChunk(Base):
@@ -71,7 +75,7 @@ class ModelVersion(Base):
     confusion_matrix: Mapped[list] = mapped_column(JSON, default=list)
     curves: Mapped[dict] = mapped_column(JSON, default=dict)
     train_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class ActiveModel(Base):
@@ -80,7 +84,7 @@ class ActiveModel(Base):
     __tablename__ = "active_models"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     version_id: Mapped[int] = mapped_column(Integer, ForeignKey("model_versions.id"))
-    activated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    activated_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class User(Base):
@@ -89,7 +93,7 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="user")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class ApiKey(Base):
@@ -100,9 +104,9 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(100))
     secret_encrypted: Mapped[str] = mapped_column(Text)
     scopes: Mapped[list] = mapped_column(JSON, default=list)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
 
 
 class Prediction(Base):
@@ -125,9 +129,9 @@ class Prediction(Base):
     request_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=False), default=utcnow)
-    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
     queue_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     compute_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
 
@@ -144,7 +148,7 @@ class PredictionImage(Base):
     confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     probabilities: Mapped[list | None] = mapped_column(JSON, nullable=True)
     feedback_label: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    feedback_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    feedback_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

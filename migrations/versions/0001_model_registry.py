@@ -6,7 +6,7 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
-from server.db import Blob
+from server.db import Blob, Timestamp
 
 revision = "0001"
 down_revision = None
@@ -19,7 +19,7 @@ def upgrade() -> None:
         "model_blobs",
         sa.Column("sha256", sa.String(64), primary_key=True),
         sa.Column("size", sa.Integer, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", Timestamp, nullable=False),
     )
     op.create_table(
         "model_blob_chunks",
@@ -42,14 +42,14 @@ def upgrade() -> None:
         sa.Column("confusion_matrix", sa.JSON, nullable=False),
         sa.Column("curves", sa.JSON, nullable=False),
         sa.Column("train_seconds", sa.Float),
-        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", Timestamp, nullable=False),
         sa.UniqueConstraint("name", "version", name="uq_model_versions_name_version"),
     )
     op.create_table(
         "active_models",
         sa.Column("name", sa.String(64), primary_key=True),
         sa.Column("version_id", sa.Integer, sa.ForeignKey("model_versions.id"), nullable=False),
-        sa.Column("activated_at", sa.DateTime, nullable=False),
+        sa.Column("activated_at", Timestamp, nullable=False),
     )
 
 

@@ -6,7 +6,7 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
-from server.db import Blob
+from server.db import Blob, Timestamp
 
 revision = "0002"
 down_revision = "0001"
@@ -21,7 +21,7 @@ def upgrade() -> None:
         sa.Column("email", sa.String(254), nullable=False, unique=True),
         sa.Column("password_hash", sa.String(255), nullable=False),
         sa.Column("role", sa.String(16), nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", Timestamp, nullable=False),
     )
     op.create_table(
         "api_keys",
@@ -31,9 +31,9 @@ def upgrade() -> None:
         sa.Column("name", sa.String(100), nullable=False),
         sa.Column("secret_encrypted", sa.Text, nullable=False),
         sa.Column("scopes", sa.JSON, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
-        sa.Column("last_used_at", sa.DateTime),
-        sa.Column("revoked_at", sa.DateTime),
+        sa.Column("created_at", Timestamp, nullable=False),
+        sa.Column("last_used_at", Timestamp),
+        sa.Column("revoked_at", Timestamp),
     )
     op.create_table(
         "predictions",
@@ -49,9 +49,9 @@ def upgrade() -> None:
         sa.Column("request_sha256", sa.String(64)),
         sa.Column("error", sa.Text),
         sa.Column("attempts", sa.Integer, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
-        sa.Column("started_at", sa.DateTime),
-        sa.Column("finished_at", sa.DateTime),
+        sa.Column("created_at", Timestamp, nullable=False),
+        sa.Column("started_at", Timestamp),
+        sa.Column("finished_at", Timestamp),
         sa.Column("queue_ms", sa.Float),
         sa.Column("compute_ms", sa.Float),
         sa.UniqueConstraint("user_id", "idempotency_key", name="uq_predictions_idempotency"),
@@ -67,7 +67,7 @@ def upgrade() -> None:
         sa.Column("confidence", sa.Float),
         sa.Column("probabilities", sa.JSON),
         sa.Column("feedback_label", sa.Integer),
-        sa.Column("feedback_at", sa.DateTime),
+        sa.Column("feedback_at", Timestamp),
     )
 
 

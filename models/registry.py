@@ -1,0 +1,245 @@
+"""Versioned models: `model_versions` rows, one active version per name, files in the store."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.store import ModelStore
+from server.db import ActiveModel, ModelVersion, unit_of_work, utcnow
+
+
+class RegistryError(Exception):
+    """A request the registry refuses; `status` is the HTTP status it maps to."""
+
+    def __init__(self, message: str, status: int = 409, code: str = "conflict"):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class ModelNotFound(RegistryError):
+    def __init__(self, message: str):
+        super().__init__(message, status=404, code="model_not_found")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    id: int
+    name: str
+    version: int
+    family: str
+    status: str
+    active: bool
+    blob_sha256: str
+    hyperparameters: dict = field(hash=False)
+    dataset_sha256: str | None
+    test_accuracy: float | None
+    metrics: dict = field(hash=False)
+    confusion_matrix: list = field(hash=False)
+    curves: dict = field(hash=False)
+    train_seconds: float | None
+    created_at: dt.datetime
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "family": self.family,
+            "active": self.active,
+            "status": self.status,
+            "test_accuracy": self.test_accuracy,
+            "train_seconds": self.train_seconds,
+            "created_at": self.created_at.isoformat() + "Z",
+            "sha256": self.blob_sha256,
+        }
+
+    def detail(self) -> dict[str, Any]:
+        return {
+            **self.summary(),
+            "hyperparameters": self.hyperparameters,
+            "dataset_sha256": self.dataset_sha256,
+            "metrics": self.metrics,
+            "confusion_matrix": self.confusion_matrix,
+            "curves": self.curves,
+        }
+
+
+def parse_model_spec(spec: str) -> tuple[str, int | None]:
+    """'cnn' -> ('cnn', None); 'cnn:3' -> ('cnn', 3)."""
+    name, _, version = spec.strip().partition(":")
+    if not name or (version and not version.isdigit()):
+        raise RegistryError(f"model must be 'name' or 'name:version', got {spec!r}", 400, "bad_request")
+    return name, int(version) if version else None
+
+
+class ModelRegistry:
+    def __init__(self, sessions: sessionmaker[Session], store: ModelStore):
+        self.sessions = sessions
+        self.store = store
+
+    @staticmethod
+    def _info(row: ModelVersion, active_id: int | None) -> VersionInfo:
+        return VersionInfo(
+            id=row.id,
+            name=row.name,
+            version=row.version,
+            family=row.family,
+            status=row.status,
+            active=row.id == active_id,
+            blob_sha256=row.blob_sha256,
+            hyperparameters=row.hyperparameters or {},
+            dataset_sha256=row.dataset_sha256,
+            test_accuracy=row.test_accuracy,
+            metrics=row.metrics or {},
+            confusion_matrix=row.confusion_matrix or [],
+            curves=row.curves or {},
+            train_seconds=row.train_seconds,
+            created_at=row.created_at,
+        )
+
+    @staticmethod
+    def _active_ids(session: Session) -> dict[str, int]:
+        return dict(session.execute(select(ActiveModel.name, ActiveModel.version_id)).all())
+
+    def register(
+        self,
+        name: str,
+        family: str,
+        model_file: Path,
+        *,
+        hyperparameters: dict | None = None,
+        dataset_sha256: str | None = None,
+        test_accuracy: float | None = None,
+        metrics: dict | None = None,
+        confusion_matrix: list | None = None,
+        curves: dict | None = None,
+        train_seconds: float | None = None,
+        activate: bool = False,
+    ) -> VersionInfo:
+        for _attempt in range(5):
+            try:
+                with unit_of_work(self.sessions) as session:
+                    sha = self.store.put(model_file, session=session)
+                    latest = session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.name == name))
+                    row = ModelVersion(
+                        name=name,
+                        version=(latest or 0) + 1,
+                        family=family,
+                        status="ready",
+                        blob_sha256=sha,
+                        hyperparameters=hyperparameters or {},
+                        dataset_sha256=dataset_sha256,
+                        test_accuracy=test_accuracy,
+                        metrics=metrics or {},
+                        confusion_matrix=confusion_matrix or [],
+                        curves=curves or {},
+                        train_seconds=train_seconds,
+                    )
+                    session.add(row)
+                    session.flush()
+                    if activate:
+                        self._set_active(session, name, row.id)
+                    return self._info(row, row.id if activate else self._active_ids(session).get(name))
+            except IntegrityError:
+                continue  # another trainer took the same version number: take the next one
+        raise RegistryError(f"could not allocate a version number for {name!r}")
+
+    def list(self, name: str | None = None) -> list[VersionInfo]:
+        with unit_of_work(self.sessions) as session:
+            query = select(ModelVersion).where(ModelVersion.status != "deleted")
+            if name is not None:
+                query = query.where(ModelVersion.name == name)
+            rows = session.scalars(query.order_by(ModelVersion.name, ModelVersion.version)).all()
+            active = self._active_ids(session)
+            return [self._info(row, active.get(row.name)) for row in rows]
+
+    def names(self) -> list[str]:
+        return sorted({info.name for info in self.list()})
+
+    def get(self, name: str, version: int | str | None = "active") -> VersionInfo:
+        """The active version of `name`, or a given version number."""
+        with unit_of_work(self.sessions) as session:
+            active = self._active_ids(session)
+            if version in (None, "active"):
+                version_id = active.get(name)
+                if version_id is None:
+                    if session.scalar(select(ModelVersion.id).where(ModelVersion.name == name).limit(1)) is None:
+                        raise ModelNotFound(f"no model named {name!r}")
+                    raise ModelNotFound(f"model {name!r} has no active version")
+                row = session.get(ModelVersion, version_id)
+            else:
+                row = session.scalar(
+                    select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == int(version))
+                )
+            if row is None or row.status == "deleted":
+                raise ModelNotFound(f"model {name!r} has no version {version}")
+            return self._info(row, active.get(name))
+
+    def get_by_id(self, version_id: int) -> VersionInfo:
+        with unit_of_work(self.sessions) as session:
+            row = session.get(ModelVersion, version_id)
+            if row is None:
+                raise ModelNotFound(f"no model version with id {version_id}")
+            return self._info(row, self._active_ids(session).get(row.name))
+
+    def active_versions(self) -> dict[str, VersionInfo]:
+        """name -> active version, most recently activated first."""
+        with unit_of_work(self.sessions) as session:
+            pairs = session.execute(
+                select(ModelVersion, ActiveModel.version_id)
+                .join(ActiveModel, ActiveModel.version_id == ModelVersion.id)
+                .order_by(ActiveModel.activated_at.desc(), ModelVersion.name)
+            ).all()
+            return {row.name: self._info(row, active_id) for row, active_id in pairs}
+
+    @staticmethod
+    def _set_active(session: Session, name: str, version_id: int) -> None:
+        current = session.get(ActiveModel, name)
+        if current is None:
+            session.add(ActiveModel(name=name, version_id=version_id, activated_at=utcnow()))
+        else:
+            current.version_id = version_id
+            current.activated_at = utcnow()
+        session.flush()
+
+    def activate(self, name: str, version: int) -> VersionInfo:
+        """Promote a version, or roll back to an earlier one."""
+        with unit_of_work(self.sessions) as session:
+            row = session.scalar(
+                select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == int(version))
+            )
+            if row is None or row.status == "deleted":
+                raise ModelNotFound(f"model {name!r} has no version {version}")
+            self._set_active(session, name, row.id)
+            return self._info(row, row.id)
+
+    def delete(self, name: str, version: int) -> None:
+        """Soft-delete a version (predictions keep pointing at it); its file goes when unused."""
+        with unit_of_work(self.sessions) as session:
+            row = session.scalar(
+                select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == int(version))
+            )
+            if row is None or row.status == "deleted":
+                raise ModelNotFound(f"model {name!r} has no version {version}")
+            if self._active_ids(session).get(name) == row.id:
+                raise RegistryError(
+                    f"{name}:{version} is the active version; activate another version first"
+                )
+            row.status = "deleted"
+            session.flush()
+            still_used = session.scalar(
+                select(func.count())
+                .select_from(ModelVersion)
+                .where(ModelVersion.blob_sha256 == row.blob_sha256, ModelVersion.status != "deleted")
+            )
+            if not still_used:
+                self.store.drop_bytes(row.blob_sha256, session)
+
+    def fetch_file(self, info: VersionInfo) -> Path:
+        return self.store.fetch(info.blob_sha256)

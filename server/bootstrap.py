@@ -1,0 +1,54 @@
+"""All wiring in one place: engine, sessions, Redis, queue, store and registry."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.registry import ModelRegistry
+from models.store import ModelStore
+from server.db import make_engine, make_session_factory
+from server.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    redis: redis.Redis
+    queue: Queue
+    store: ModelStore
+    registry: ModelRegistry
+
+    def key(self, *parts: object) -> str:
+        """A Redis key in this deployment's namespace."""
+        return self.settings.redis_prefix + ":".join(str(p) for p in parts)
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.redis.close()
+
+
+def build(settings: Settings) -> Services:
+    """Nothing connects here: the engine and the Redis pool connect on first use."""
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    connection = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=2, socket_timeout=35, health_check_interval=30
+    )
+    queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
+    store = ModelStore(sessions, settings.model_cache_dir)
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        redis=connection,
+        queue=queue,
+        store=store,
+        registry=ModelRegistry(sessions, store),
+    )

@@ -1,0 +1,159 @@
+"""Shared fixtures: real MariaDB and Redis, a clean state per test, tiny trained models."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+import sqlalchemy as sa
+
+from server import migrate
+from server.db import Base, make_engine
+from server.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+MNIST_DIR = Path(os.environ.get("MNIST_DIR") or ROOT.parent / "shared" / "data" / "mnist")
+MYSQL_SERVER_URL = os.environ.get("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+TEST_SECRET = "test-secret-key-0123456789abcdef0123456789"
+
+
+def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir):
+    from trainers.mnist import load_mnist
+
+    return load_mnist(mnist_dir, download=False, progress=False)
+
+
+@pytest.fixture(scope="session")
+def mysql_url():
+    """A fresh MariaDB database for this test session, migrated to head."""
+    wait_for_port("127.0.0.1", 3306)
+    name = f"ds_test_{uuid.uuid4().hex[:10]}"
+    server = sa.create_engine(MYSQL_SERVER_URL)
+    with server.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    url = f"{MYSQL_SERVER_URL}/{name}?charset=utf8mb4"
+    migrate.upgrade(url)
+    yield url
+    with server.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+    server.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'digitserve.db'}"
+    migrate.upgrade(url)
+    return url
+
+
+def _clean(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+        else:
+            conn.execute(sa.text("SET FOREIGN_KEY_CHECKS=0"))
+            for table in Base.metadata.sorted_tables:
+                conn.execute(sa.text(f"TRUNCATE TABLE {table.name}"))
+            conn.execute(sa.text("SET FOREIGN_KEY_CHECKS=1"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["mysql", "sqlite"])
+def database_url(request):
+    """Each test using this runs on MariaDB and on SQLite, from empty tables."""
+    url = request.getfixturevalue(f"{request.param}_url")
+    _clean(url)
+    return url
+
+
+@pytest.fixture
+def mysql_db(mysql_url):
+    _clean(mysql_url)
+    return mysql_url
+
+
+@pytest.fixture
+def redis_prefix():
+    """A private Redis namespace per test, removed afterwards."""
+    wait_for_port("127.0.0.1", 6379)
+    prefix = f"dstest:{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    client = redis_lib.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    keys += list(client.scan_iter(match=f"rq:*{prefix.rstrip(':').replace(':', '-')}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def make_settings(database_url: str, prefix: str, tmp_path: Path, **changes) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        secret_key=TEST_SECRET,
+        var_dir=tmp_path / "var",
+        mnist_dir=MNIST_DIR,
+        model_cache_dir=tmp_path / "models",
+        queue_name=prefix.rstrip(":").replace(":", "-"),
+        redis_prefix=prefix,
+    ).replace(**changes)
+
+
+@pytest.fixture
+def settings(mysql_db, redis_prefix, tmp_path) -> Settings:
+    return make_settings(mysql_db, redis_prefix, tmp_path)
+
+
+@pytest.fixture
+def services(settings):
+    from server.bootstrap import build
+
+    built = build(settings)
+    yield built
+    built.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_mlp_file(mnist, tmp_path_factory) -> Path:
+    """An MLP trained once per session on a slice of MNIST (a few seconds), saved as .keras."""
+    from trainers.train import train
+
+    result = train("mlp", mnist, epochs=3, limit=12000, seed=1, progress=False)
+    path = tmp_path_factory.mktemp("models") / "mlp.keras"
+    result.model.save(path)
+    path.with_suffix(".json").write_text(str(result.test_accuracy))
+    return path
+
+
+@pytest.fixture
+def registered_mlp(services, tiny_mlp_file):
+    """The session's tiny MLP registered and active as `mlp` in this test's database."""
+    accuracy = float(tiny_mlp_file.with_suffix(".json").read_text())
+    return services.registry.register(
+        "mlp", "mlp", tiny_mlp_file, test_accuracy=accuracy, hyperparameters={"tiny": True}, activate=True
+    )
