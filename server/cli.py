@@ -85,6 +85,73 @@ def cmd_models(args, settings: Settings) -> int:
     return 0
 
 
+def _logging(level: str = "INFO") -> None:
+    import logging
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    from server.server import serve
+
+    _logging()
+    return serve(settings.with_secret() if not settings.production else settings)
+
+
+def cmd_worker(args, settings: Settings) -> int:
+    from server.worker import run_worker
+
+    _logging()
+    return run_worker(settings.with_secret() if not settings.production else settings, burst=args.burst)
+
+
+def cmd_run(args, settings: Settings) -> int:
+    from server.server import run_all
+
+    _logging()
+    return run_all(settings.with_secret() if not settings.production else settings)
+
+
+def cmd_users(args, settings: Settings) -> int:
+    import getpass
+    import os
+
+    from server import migrate
+    from server.auth import create_user
+    from server.errors import ApiError
+
+    migrate.upgrade(settings.database_url)
+    password = os.environ.get("DIGITSERVE_PASSWORD") or getpass.getpass(f"password for {args.email}: ")
+    try:
+        user = create_user(_services(settings), args.email, password, role="admin" if args.admin else "user")
+    except ApiError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"created {user['role']} {user['email']} (id {user['id']})")
+    return 0
+
+
+def cmd_predict(args, settings: Settings) -> int:
+    from server.client import Client, ClientError
+
+    try:
+        client = Client.from_env(base_url=args.url, key_id=args.key_id, secret=args.secret)
+        result = client.predict(args.images, model=args.model, wait=args.wait, timeout=args.timeout)
+    except (ValueError, OSError, ClientError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0 if result["status"] == "succeeded" else 1
+    if result["status"] != "succeeded":
+        print(f"prediction {result['id']} failed: {result.get('error')}", file=sys.stderr)
+        return 1
+    model = result["model"]
+    for path, item in zip(args.images, result["results"]):
+        print(f"{path}: {item['digit']} ({item['confidence'] * 100:.1f}%, {model['name']}:{model['version']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="digitserve", description="Handwritten-digit inference platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +184,32 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name")
         p.add_argument("version", type=int)
     models.set_defaults(func=cmd_models)
+
+    serve = sub.add_parser("serve", help="run the web server (HOST, PORT)")
+    serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", help="run a prediction worker")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.set_defaults(func=cmd_worker)
+    run = sub.add_parser("run", help="migrate, train a default model if none, start web + worker")
+    run.set_defaults(func=cmd_run)
+
+    users = sub.add_parser("users", help="create accounts (the first administrator)")
+    usub = users.add_subparsers(dest="action", required=True)
+    ucreate = usub.add_parser("create")
+    ucreate.add_argument("email")
+    ucreate.add_argument("--admin", action="store_true")
+    users.set_defaults(func=cmd_users)
+
+    predict = sub.add_parser("predict", help="send images to a server (signed with an API key)")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--model", help="name or name:version")
+    predict.add_argument("--wait", type=float, default=5.0)
+    predict.add_argument("--timeout", type=float, default=60.0)
+    predict.add_argument("--url", help="default DIGITSERVE_URL or http://127.0.0.1:8080")
+    predict.add_argument("--key-id", help="default DIGITSERVE_KEY_ID")
+    predict.add_argument("--secret", help="default DIGITSERVE_SECRET")
+    predict.add_argument("--json", action="store_true", help="print the whole prediction as JSON")
+    predict.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -65,6 +65,10 @@ class Settings:
     max_wait: float = 30.0
     model_poll_seconds: float = 2.0
     tf_threads: int = 1
+    default_model: str = ""
+    web_threads: int = 32
+    log_requests: bool = False
+    stale_after: float = 30.0
     # uploads
     max_body_bytes: int = 4 * 1024 * 1024
     max_images: int = 16
@@ -109,6 +113,9 @@ class Settings:
             max_wait=_float(env, "MAX_WAIT", cls.max_wait),
             model_poll_seconds=_float(env, "MODEL_POLL_SECONDS", cls.model_poll_seconds),
             tf_threads=_int(env, "TF_THREADS", cls.tf_threads),
+            default_model=env.get("DEFAULT_MODEL", ""),
+            web_threads=_int(env, "WEB_THREADS", cls.web_threads),
+            log_requests=_bool(env.get("LOG_REQUESTS")),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
             max_images=_int(env, "MAX_IMAGES", cls.max_images),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", cls.max_image_pixels),

@@ -1,0 +1,158 @@
+"""REST API v1 handlers: parse, call a use case, serialise."""
+from __future__ import annotations
+
+import redis
+
+from models.registry import ModelNotFound, RegistryError
+from server import auth, predictions
+from server.bootstrap import Services
+from server.errors import ApiError, bad_request, unavailable
+from server.web import Request, Response, Router, decode_base64_image, json_response
+
+
+def _registry_call(fn, *args):
+    try:
+        return fn(*args)
+    except ModelNotFound as exc:
+        raise ApiError(404, "model_not_found", str(exc)) from None
+    except RegistryError as exc:
+        raise ApiError(exc.status, exc.code, str(exc)) from None
+
+
+def _submission(req: Request, max_wait: float) -> predictions.Submission:
+    query = req.query
+    if req.content_type == "multipart/form-data":
+        fields, images = req.form()
+    elif req.content_type == "application/json":
+        payload = req.json()
+        if not isinstance(payload, dict) or not isinstance(payload.get("images"), list):
+            raise bad_request('send JSON {"images": ["<base64>", ...]}', "no_images")
+        images = [decode_base64_image(value, i) for i, value in enumerate(payload["images"])]
+        fields = {k: str(payload[k]) for k in ("model", "wait") if payload.get(k) is not None}
+    else:
+        raise ApiError(415, "unsupported_media_type",
+                       "send multipart/form-data with `image` parts, or JSON with base64 `images`")
+    key = req.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 128:
+        raise bad_request("Idempotency-Key must be 1-128 characters")
+    return predictions.Submission(
+        images=images,
+        model=fields.get("model") or query.get("model") or None,
+        wait=predictions.parse_wait(fields.get("wait", query.get("wait")), max_wait),
+        idempotency_key=key,
+        source="browser" if req.principal is not None and req.principal.via == "session" else "api",
+    )
+
+
+def _session_cookie(sid: str, req: Request, max_age: int | None = None) -> str:
+    cookie = f"{auth.SESSION_COOKIE}={sid}; Path=/; HttpOnly; SameSite=Lax"
+    if max_age is not None:
+        cookie += f"; Max-Age={max_age}"
+    if req.scheme == "https":
+        cookie += "; Secure"
+    return cookie
+
+
+def register(router: Router, services: Services) -> None:
+    settings = services.settings
+
+    def create_prediction(req: Request):
+        document, created = predictions.submit(services, req.principal.user_id, _submission(req, settings.max_wait))
+        if document["status"] in predictions.FINISHED:
+            return json_response(document, 200)
+        location = f"/api/v1/predictions/{document['id']}"
+        return json_response(document, 202 if created else 200, {"Location": location})
+
+    def get_prediction(req: Request, prediction_id: str):
+        include = req.query.get("include", "")
+        return predictions.get(services, req.principal.user_id, prediction_id, "preprocessed" in include.split(","))
+
+    def list_predictions(req: Request):
+        return predictions.history(services, req.principal.user_id, req.query.get("limit"), req.query.get("cursor"))
+
+    def post_feedback(req: Request, prediction_id: str):
+        return predictions.feedback(services, req.principal.user_id, prediction_id, req.json())
+
+    def list_models(req: Request):
+        versions = services.registry.list()
+        grouped: dict[str, dict] = {}
+        for info in versions:
+            entry = grouped.setdefault(info.name, {"name": info.name, "active_version": None, "versions": []})
+            entry["versions"].append(info.summary())
+            if info.active:
+                entry["active_version"] = info.version
+        return {"models": list(grouped.values())}
+
+    def get_model(req: Request, name: str):
+        versions = services.registry.list(name)
+        if not versions:
+            raise ApiError(404, "model_not_found", f"no model named {name!r}")
+        active = next((v for v in versions if v.active), None)
+        return {
+            "name": name,
+            "active_version": active.version if active else None,
+            "active": active.detail() if active else None,
+            "versions": [v.detail() for v in versions],
+        }
+
+    def activate(req: Request, name: str, version: str):
+        if not version.isdigit():
+            raise ApiError(404, "model_not_found", f"model {name!r} has no version {version}")
+        return _registry_call(services.registry.activate, name, int(version)).summary()
+
+    def create_user(req: Request):
+        payload = req.json()
+        if not isinstance(payload, dict):
+            raise bad_request('send JSON {"email": "...", "password": "..."}')
+        return json_response(auth.create_user(services, payload.get("email"), payload.get("password")), 201)
+
+    def login(req: Request):
+        payload = req.json()
+        if not isinstance(payload, dict):
+            raise bad_request('send JSON {"email": "...", "password": "..."}')
+        user = auth.authenticate_password(services, payload.get("email"), payload.get("password"))
+        old = req.cookies.get(auth.SESSION_COOKIE)
+        try:
+            if old:
+                auth.destroy_session(services, old)
+            sid, csrf = auth.create_session(services, user)
+        except redis.RedisError:
+            raise unavailable("the session store is unreachable") from None
+        response = json_response({"user": auth.user_document(user), "csrf_token": csrf})
+        response.headers["Set-Cookie"] = _session_cookie(sid, req)
+        return response
+
+    def current_session(req: Request):
+        p = req.principal
+        return {"user": {"id": p.user_id, "email": p.email, "role": p.role}, "csrf_token": p.csrf_token}
+
+    def logout(req: Request):
+        auth.destroy_session(services, req.cookies[auth.SESSION_COOKIE])
+        response = Response(204)
+        response.headers["Set-Cookie"] = _session_cookie("", req, max_age=0)
+        return response
+
+    def create_key(req: Request):
+        return json_response(auth.create_key(services, req.principal, req.json()), 201)
+
+    def list_keys(req: Request):
+        return auth.list_keys(services, req.principal)
+
+    def revoke_key(req: Request, key_id: str):
+        auth.revoke_key(services, req.principal, key_id)
+        return Response(204)
+
+    router.add("POST", "/api/v1/predictions", create_prediction, auth="predict")
+    router.add("GET", "/api/v1/predictions", list_predictions, auth="predict")
+    router.add("GET", "/api/v1/predictions/{prediction_id}", get_prediction, auth="predict")
+    router.add("POST", "/api/v1/predictions/{prediction_id}/feedback", post_feedback, auth="predict")
+    router.add("GET", "/api/v1/models", list_models, auth="predict")
+    router.add("GET", "/api/v1/models/{name}", get_model, auth="predict")
+    router.add("POST", "/api/v1/models/{name}/versions/{version}/activate", activate, auth="admin")
+    router.add("POST", "/api/v1/users", create_user)
+    router.add("POST", "/api/v1/sessions", login)
+    router.add("GET", "/api/v1/sessions", current_session, auth="session")
+    router.add("DELETE", "/api/v1/sessions", logout, auth="session")
+    router.add("POST", "/api/v1/keys", create_key, auth="session")
+    router.add("GET", "/api/v1/keys", list_keys, auth="session")
+    router.add("DELETE", "/api/v1/keys/{key_id}", revoke_key, auth="session")

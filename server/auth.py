@@ -1,0 +1,312 @@
+"""Who is calling: users and passwords, browser sessions, API keys, signed requests, rate limits."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+import redis
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from server import signing
+from server.bootstrap import Services
+from server.db import ApiKey, User, unit_of_work, utcnow
+from server.errors import ApiError, bad_request, not_found, unavailable
+
+# OWASP's argon2id baseline: m=19 MiB, t=2, p=1.
+PASSWORDS = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, hash_len=32, salt_len=16)
+# Verified when the email is unknown, so both failures take the same time.
+_DUMMY_HASH = PASSWORDS.hash(secrets.token_hex(16))
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+COMMON_PASSWORDS = {"password", "password1", "password123", "123456789", "1234567890", "qwertyuiop",
+                    "iloveyou", "letmein123", "welcome123", "admin12345", "passw0rd", "abc123456"}
+SCOPES = ("predict", "admin")
+NONCE_RE = re.compile(r"^[A-Za-z0-9._~-]{16,64}$")
+AUTH_RE = re.compile(r"^DS1-HMAC-SHA256 KeyId=([A-Za-z0-9_-]{1,64}),\s*Signature=([0-9a-fA-F]{64})$")
+SESSION_COOKIE = "ds_session"
+
+
+def unauthorized(message: str, code: str = "unauthorized") -> ApiError:
+    return ApiError(401, code, message)
+
+
+def forbidden(message: str) -> ApiError:
+    return ApiError(403, "forbidden", message)
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: int
+    email: str
+    role: str
+    via: str  # "session", "signature" or "bearer"
+    key_id: str | None = None
+    scopes: tuple[str, ...] = ()
+    csrf_token: str | None = None
+
+    def can(self, scope: str) -> bool:
+        if self.via == "session":
+            return scope == "predict" or self.role == "admin"
+        return scope in self.scopes and (scope != "admin" or self.role == "admin")
+
+    @property
+    def rate_key(self) -> str:
+        return f"key:{self.key_id}" if self.key_id else f"user:{self.user_id}"
+
+
+def user_document(user: User) -> dict:
+    return {"id": user.id, "email": user.email, "role": user.role}
+
+
+# -- users and passwords -------------------------------------------------------------------
+
+
+def check_password_strength(email: str, password: str) -> None:
+    if not isinstance(password, str) or len(password) < 10:
+        raise bad_request("password must be at least 10 characters", "weak_password")
+    if len(password) > 256:
+        raise bad_request("password must be at most 256 characters", "weak_password")
+    lowered = password.lower()
+    local = email.split("@")[0].lower()
+    if lowered in COMMON_PASSWORDS or len(set(password)) < 5 or (len(local) >= 3 and local in lowered):
+        raise bad_request("password is too easy to guess: use more varied characters", "weak_password")
+
+
+def create_user(services: Services, email, password, role: str = "user") -> dict:
+    if not isinstance(email, str) or not EMAIL_RE.match(email.strip()):
+        raise bad_request("email must be a valid address", "bad_email")
+    email = email.strip().lower()
+    check_password_strength(email, password)
+    try:
+        with unit_of_work(services.sessions) as session:
+            user = User(email=email, password_hash=PASSWORDS.hash(password), role=role)
+            session.add(user)
+            session.flush()
+            return user_document(user)
+    except IntegrityError:
+        raise ApiError(409, "email_taken", "an account with this email already exists") from None
+
+
+def _login_fail_key(services: Services, email: str) -> str:
+    return services.key("login-fail", hashlib.sha256(email.encode()).hexdigest()[:32])
+
+
+def authenticate_password(services: Services, email, password) -> User:
+    """Same status, body and timing for a wrong password and an unknown email; throttled per account."""
+    if not isinstance(email, str) or not isinstance(password, str):
+        raise bad_request('send JSON {"email": "...", "password": "..."}')
+    email = email.strip().lower()
+    settings = services.settings
+    fail_key = _login_fail_key(services, email)
+    try:
+        failures = int(services.redis.get(fail_key) or 0)
+        if failures >= settings.login_max_failures:
+            retry = max(1, services.redis.ttl(fail_key))
+            raise ApiError(429, "too_many_attempts", "too many failed logins; try again later",
+                           {"Retry-After": str(retry)})
+    except redis.RedisError:
+        raise unavailable("the session store is unreachable") from None
+    with unit_of_work(services.sessions) as session:
+        user = session.scalar(select(User).where(User.email == email))
+    try:
+        PASSWORDS.verify(user.password_hash if user else _DUMMY_HASH, password)
+        ok = user is not None
+    except (VerificationError, InvalidHashError):
+        ok = False
+    if not ok:
+        pipe = services.redis.pipeline()
+        pipe.incr(fail_key)
+        pipe.expire(fail_key, settings.login_lockout_seconds)
+        pipe.execute()
+        raise unauthorized("email or password is wrong", "invalid_credentials")
+    services.redis.delete(fail_key)
+    return user
+
+
+# -- browser sessions ----------------------------------------------------------------------
+
+
+def _session_key(services: Services, sid: str) -> str:
+    return services.key("session", hashlib.sha256(sid.encode()).hexdigest())
+
+
+def create_session(services: Services, user: User) -> tuple[str, str]:
+    """A fresh session id (never reused across logins) and its CSRF token."""
+    sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    services.redis.set(_session_key(services, sid), json.dumps({"user_id": user.id, "csrf": csrf}),
+                       ex=services.settings.session_idle_seconds)
+    return sid, csrf
+
+
+def destroy_session(services: Services, sid: str) -> None:
+    services.redis.delete(_session_key(services, sid))
+
+
+def session_principal(services: Services, sid: str) -> Principal | None:
+    key = _session_key(services, sid)
+    raw = services.redis.get(key)
+    if raw is None:
+        return None
+    services.redis.expire(key, services.settings.session_idle_seconds)  # idle timeout slides
+    data = json.loads(raw)
+    with unit_of_work(services.sessions) as session:
+        user = session.get(User, data["user_id"])
+    if user is None:
+        return None
+    return Principal(user.id, user.email, user.role, "session", csrf_token=data["csrf"])
+
+
+# -- API keys ------------------------------------------------------------------------------
+
+
+def _fernet(secret_key: str) -> Fernet:
+    # The server must know a key's secret to check an HMAC, so it cannot keep only a hash:
+    # secrets are encrypted at rest with a key derived from SECRET_KEY.
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"digitserve api key secrets")
+    return Fernet(base64.urlsafe_b64encode(derived.derive(secret_key.encode())))
+
+
+def create_key(services: Services, principal: Principal, payload) -> dict:
+    if not isinstance(payload, dict):
+        raise bad_request('send JSON {"name": "...", "scopes": ["predict"]}')
+    name = payload.get("name") or "api key"
+    scopes = payload.get("scopes", ["predict"])
+    if not isinstance(name, str) or len(name) > 100:
+        raise bad_request("name must be a string of at most 100 characters")
+    if not isinstance(scopes, list) or not scopes or any(s not in SCOPES for s in scopes):
+        raise bad_request(f"scopes must be a non-empty list of {', '.join(SCOPES)}")
+    if "admin" in scopes and principal.role != "admin":
+        raise forbidden("only administrators can create admin-scoped keys")
+    key_id = "dsk_" + secrets.token_hex(12)
+    secret = secrets.token_urlsafe(32)
+    with unit_of_work(services.sessions) as session:
+        session.add(ApiKey(
+            key_id=key_id, user_id=principal.user_id, name=name, scopes=sorted(set(scopes)),
+            secret_encrypted=_fernet(services.settings.secret_key).encrypt(secret.encode()).decode(),
+        ))
+    return {"key_id": key_id, "secret": secret, "name": name, "scopes": sorted(set(scopes))}
+
+
+def _key_document(key: ApiKey) -> dict:
+    iso = lambda t: None if t is None else t.isoformat(timespec="seconds") + "Z"  # noqa: E731
+    return {"key_id": key.key_id, "name": key.name, "scopes": key.scopes, "created_at": iso(key.created_at),
+            "last_used_at": iso(key.last_used_at), "revoked": key.revoked_at is not None}
+
+
+def list_keys(services: Services, principal: Principal) -> dict:
+    with unit_of_work(services.sessions) as session:
+        keys = session.scalars(select(ApiKey).where(ApiKey.user_id == principal.user_id).order_by(ApiKey.id)).all()
+        return {"keys": [_key_document(k) for k in keys]}
+
+
+def revoke_key(services: Services, principal: Principal, key_id: str) -> None:
+    with unit_of_work(services.sessions) as session:
+        key = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+        if key is None or key.user_id != principal.user_id:
+            raise not_found(f"no key {key_id}")
+        key.revoked_at = key.revoked_at or utcnow()
+
+
+def _key_principal(services: Services, key_id: str) -> tuple[Principal, str] | None:
+    """The key's owner and its decrypted secret, or None when unknown or revoked."""
+    with unit_of_work(services.sessions) as session:
+        found = session.execute(
+            select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.key_id == key_id)
+        ).first()
+        if found is None or found[0].revoked_at is not None:
+            return None
+        key, user = found
+        now = utcnow()
+        if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 1:
+            key.last_used_at = now
+        try:
+            secret = _fernet(services.settings.secret_key).decrypt(key.secret_encrypted.encode()).decode()
+        except InvalidToken:
+            return None  # encrypted under another SECRET_KEY
+        return Principal(user.id, user.email, user.role, "signature", key.key_id, tuple(key.scopes)), secret
+
+
+def verify_signature(services: Services, method: str, path: str, query: str, headers, body: bytes) -> Principal:
+    match = AUTH_RE.match(headers.get("Authorization", "").strip())
+    if not match:
+        raise unauthorized("Authorization must be: DS1-HMAC-SHA256 KeyId=<key_id>,Signature=<hex>")
+    key_id, signature = match.group(1), match.group(2).lower()
+    date, nonce = headers.get("X-DS-Date", ""), headers.get("X-DS-Nonce", "")
+    content_sha = headers.get("X-DS-Content-SHA256", "").lower()
+    try:
+        moment = signing.parse_date(date)
+    except ValueError:
+        raise unauthorized("X-DS-Date must be UTC in the form YYYYMMDDTHHMMSSZ") from None
+    skew = abs((dt.datetime.now(dt.timezone.utc) - moment).total_seconds())
+    if skew > services.settings.signature_window:
+        raise unauthorized(f"X-DS-Date is {skew:.0f} s away from the server's clock (at most "
+                           f"{services.settings.signature_window} s allowed)", "stale_request")
+    if not NONCE_RE.match(nonce):
+        raise unauthorized("X-DS-Nonce must be 16-64 characters of [A-Za-z0-9._~-]")
+    if not hmac.compare_digest(content_sha, signing.body_sha256(body)):
+        raise unauthorized("X-DS-Content-SHA256 does not match the body", "body_mismatch")
+    found = _key_principal(services, key_id)
+    # an unknown key and a wrong signature answer alike
+    expected = signing.sign(found[1] if found else "x" * 43, date, nonce, method, path, query, content_sha)
+    if found is None or not hmac.compare_digest(expected, signature):
+        raise unauthorized("the signature does not match", "bad_signature")
+    try:
+        fresh = services.redis.set(services.key("nonce", key_id, nonce), 1, nx=True,
+                                   ex=services.settings.nonce_ttl)
+    except redis.RedisError:
+        raise unavailable("the replay store is unreachable; refusing signed requests") from None
+    if not fresh:
+        raise unauthorized("this nonce was already used (replayed request)", "replayed")
+    return found[0]
+
+
+def verify_bearer(services: Services, token: str) -> Principal:
+    key_id, _, secret = token.strip().partition(".")
+    found = _key_principal(services, key_id) if key_id else None
+    if found is None or not hmac.compare_digest(found[1].encode(), secret.encode()):
+        raise unauthorized("the bearer key is not valid", "bad_key")
+    principal = found[0]
+    return Principal(principal.user_id, principal.email, principal.role, "bearer", principal.key_id, principal.scopes)
+
+
+# -- rate limits ---------------------------------------------------------------------------
+
+# Token bucket: KEYS[1] hash {tokens, at}; ARGV rate/s, burst, now. Returns {allowed, retry_after_ms}.
+_BUCKET = """
+local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local allowed, retry = 0, 0
+if tokens >= 1 then tokens = tokens - 1; allowed = 1 else retry = math.ceil((1 - tokens) / rate * 1000) end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, retry}
+"""
+
+
+def rate_limit(services: Services, principal: Principal) -> None:
+    settings = services.settings
+    rate = settings.rate_limit_per_minute / 60.0
+    if rate <= 0:
+        return
+    try:
+        allowed, retry_ms = services.redis.eval(
+            _BUCKET, 1, services.key("rate", principal.rate_key), rate, settings.rate_limit_burst, time.time())
+    except redis.RedisError:
+        raise unavailable("the rate limiter is unreachable") from None
+    if not allowed:
+        raise ApiError(429, "rate_limited", "too many requests; slow down",
+                       {"Retry-After": str(max(1, -(-int(retry_ms) // 1000)))})

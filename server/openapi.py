@@ -1,0 +1,243 @@
+"""OpenAPI 3.1 document, built from the router so it lists exactly what the server serves."""
+from __future__ import annotations
+
+from typing import Any
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+def _errors(*statuses: int) -> dict:
+    return {str(s): {"description": DESCRIPTIONS[s], "content": _json(ERROR)} for s in statuses}
+
+
+DESCRIPTIONS = {
+    400: "bad input", 401: "unauthenticated (bad, expired or replayed signature; no session)",
+    403: "forbidden (scope, role, CSRF)", 404: "not found", 405: "method not allowed",
+    409: "conflict", 413: "too large", 415: "unsupported image type",
+    422: "unreadable or blank image", 429: "rate limited (Retry-After)",
+    503: "a dependency is down or the queue is full (Retry-After)",
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"}}}},
+    },
+    "Result": {
+        "type": "object",
+        "properties": {
+            "index": {"type": "integer"},
+            "digit": {"type": "integer", "minimum": 0, "maximum": 9},
+            "confidence": {"type": "number"},
+            "probabilities": {"type": "array", "items": {"type": "number"}, "minItems": 10, "maxItems": 10},
+            "feedback_label": {"type": "integer"},
+            "preprocessed": {"type": "string", "contentEncoding": "base64", "description": "28x28 PNG"},
+        },
+    },
+    "Prediction": {
+        "type": "object", "required": ["id", "status", "model", "results"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"enum": ["queued", "running", "succeeded", "failed"]},
+            "model": {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "integer"}}},
+            "n_images": {"type": "integer"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "started_at": {"type": ["string", "null"], "format": "date-time"},
+            "finished_at": {"type": ["string", "null"], "format": "date-time"},
+            "timings": {"type": "object", "properties": {
+                "queue_ms": {"type": ["number", "null"]}, "compute_ms": {"type": ["number", "null"]},
+                "total_ms": {"type": ["number", "null"]}}},
+            "attempts": {"type": "integer"},
+            "error": {"type": ["string", "null"]},
+            "results": {"type": "array", "items": {"$ref": "#/components/schemas/Result"}},
+        },
+    },
+    "ModelVersion": {
+        "type": "object",
+        "properties": {k: {"type": t} for k, t in [
+            ("name", "string"), ("version", "integer"), ("family", "string"), ("active", "boolean"),
+            ("status", "string"), ("test_accuracy", ["number", "null"]), ("train_seconds", ["number", "null"]),
+            ("created_at", "string"), ("sha256", "string"), ("hyperparameters", "object"),
+            ("metrics", "object"), ("confusion_matrix", "array"), ("curves", "object")]},
+    },
+    "Credentials": {"type": "object", "required": ["email", "password"], "properties": {
+        "email": {"type": "string", "format": "email"}, "password": {"type": "string", "minLength": 10}}},
+    "User": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "email": {"type": "string"}, "role": {"enum": ["user", "admin"]}}},
+    "Session": {"type": "object", "properties": {
+        "user": {"$ref": "#/components/schemas/User"}, "csrf_token": {"type": "string"}}},
+    "Key": {"type": "object", "properties": {
+        "key_id": {"type": "string"}, "name": {"type": "string"}, "secret": {"type": "string"},
+        "scopes": {"type": "array", "items": {"enum": ["predict", "admin"]}},
+        "created_at": {"type": "string"}, "last_used_at": {"type": ["string", "null"]}, "revoked": {"type": "boolean"}}},
+    "V2Tensor": {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+        "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+        "datatype": {"enum": ["FP32", "UINT8"]}, "data": {"type": "array"}}},
+    "V2Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+}
+
+PREDICTION = {"$ref": "#/components/schemas/Prediction"}
+UPLOAD = {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
+        "image": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "model": {"type": "string", "examples": ["cnn", "cnn:3"]},
+        "wait": {"type": "number", "minimum": 0, "maximum": 30}}}},
+    "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
+        "images": {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}},
+        "model": {"type": "string"}, "wait": {"type": "number", "minimum": 0, "maximum": 30}}}},
+}
+V2_INFER = {
+    "requestBody": {"required": True, "content": _json({"type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string"}, "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"},
+                                             "minItems": 1, "maxItems": 1}}})},
+    "responses": {
+        "200": {"description": "probabilities, FP32 [N,10]", "content": _json({"type": "object", "properties": {
+            "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+            "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}}}})},
+        "400": {"description": "bad tensor", "content": _json({"$ref": "#/components/schemas/V2Error"})},
+        "404": {"description": "unknown model or version", "content": _json({"$ref": "#/components/schemas/V2Error"})},
+    },
+}
+
+OPERATIONS: dict[tuple[str, str], dict] = {
+    ("POST", "/api/v1/predictions"): {
+        "summary": "Submit one or more digit images",
+        "parameters": [
+            {"name": "model", "in": "query", "schema": {"type": "string"}},
+            {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 30}},
+            {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 128}}],
+        "requestBody": {"required": True, "content": UPLOAD},
+        "responses": {"200": {"description": "finished within `wait`", "content": _json(PREDICTION)},
+                      "202": {"description": "queued; poll the Location", "content": _json(PREDICTION)},
+                      **_errors(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)},
+    },
+    ("GET", "/api/v1/predictions"): {
+        "summary": "The caller's predictions, newest first",
+        "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                       {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "a page", "content": _json({"type": "object", "properties": {
+            "predictions": {"type": "array", "items": PREDICTION}, "next_cursor": {"type": ["string", "null"]}}})},
+            **_errors(400, 401)},
+    },
+    ("GET", "/api/v1/predictions/{prediction_id}"): {
+        "summary": "One prediction (owner only)",
+        "parameters": [{"name": "include", "in": "query", "schema": {"enum": ["preprocessed"]}}],
+        "responses": {"200": {"description": "the prediction", "content": _json(PREDICTION)}, **_errors(401, 404)},
+    },
+    ("POST", "/api/v1/predictions/{prediction_id}/feedback"): {
+        "summary": "Correct the label of one image",
+        "requestBody": {"required": True, "content": _json({"type": "object", "required": ["label"], "properties": {
+            "index": {"type": "integer", "default": 0}, "label": {"type": "integer", "minimum": 0, "maximum": 9}}})},
+        "responses": {"200": {"description": "the prediction", "content": _json(PREDICTION)}, **_errors(400, 401, 404)},
+    },
+    ("GET", "/api/v1/models"): {
+        "summary": "Models, their versions and the active one",
+        "responses": {"200": {"description": "models", "content": _json({"type": "object", "properties": {
+            "models": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "active_version": {"type": ["integer", "null"]},
+                "versions": {"type": "array", "items": {"$ref": "#/components/schemas/ModelVersion"}}}}}}})},
+            **_errors(401)},
+    },
+    ("GET", "/api/v1/models/{name}"): {
+        "summary": "One model: versions, metrics, confusion matrix, curves",
+        "responses": {"200": {"description": "the model", "content": _json({"type": "object"})}, **_errors(401, 404)},
+    },
+    ("POST", "/api/v1/models/{name}/versions/{version}/activate"): {
+        "summary": "Promote or roll back (admin)",
+        "responses": {"200": {"description": "now active", "content": _json({"$ref": "#/components/schemas/ModelVersion"})},
+                      **_errors(401, 403, 404)},
+    },
+    ("POST", "/api/v1/users"): {
+        "summary": "Register", "security": [],
+        "requestBody": {"required": True, "content": _json({"$ref": "#/components/schemas/Credentials"})},
+        "responses": {"201": {"description": "created", "content": _json({"$ref": "#/components/schemas/User"})},
+                      **_errors(400, 409)},
+    },
+    ("POST", "/api/v1/sessions"): {
+        "summary": "Log in: session cookie + CSRF token", "security": [],
+        "requestBody": {"required": True, "content": _json({"$ref": "#/components/schemas/Credentials"})},
+        "responses": {"200": {"description": "logged in", "content": _json({"$ref": "#/components/schemas/Session"})},
+                      **_errors(400, 401, 429)},
+    },
+    ("GET", "/api/v1/sessions"): {
+        "summary": "The current session", "security": [{"session": []}],
+        "responses": {"200": {"description": "logged in", "content": _json({"$ref": "#/components/schemas/Session"})},
+                      **_errors(401)},
+    },
+    ("DELETE", "/api/v1/sessions"): {
+        "summary": "Log out", "security": [{"session": []}],
+        "responses": {"204": {"description": "logged out"}, **_errors(401, 403)},
+    },
+    ("POST", "/api/v1/keys"): {
+        "summary": "Create an API key (the secret is shown once)", "security": [{"session": []}],
+        "requestBody": {"required": True, "content": _json({"type": "object", "properties": {
+            "name": {"type": "string"}, "scopes": {"type": "array", "items": {"enum": ["predict", "admin"]}}}})},
+        "responses": {"201": {"description": "created", "content": _json({"$ref": "#/components/schemas/Key"})},
+                      **_errors(400, 401, 403)},
+    },
+    ("GET", "/api/v1/keys"): {
+        "summary": "The caller's API keys (no secrets)", "security": [{"session": []}],
+        "responses": {"200": {"description": "keys", "content": _json({"type": "object", "properties": {
+            "keys": {"type": "array", "items": {"$ref": "#/components/schemas/Key"}}}})}, **_errors(401)},
+    },
+    ("DELETE", "/api/v1/keys/{key_id}"): {
+        "summary": "Revoke an API key", "security": [{"session": []}],
+        "responses": {"204": {"description": "revoked"}, **_errors(401, 403, 404)},
+    },
+    ("GET", "/healthz"): {"summary": "Liveness", "security": [], "responses": {"200": {"description": "alive"}}},
+    ("GET", "/readyz"): {"summary": "Readiness: database, Redis, a live worker, an active model", "security": [],
+                         "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}},
+    ("GET", "/metrics"): {"summary": "Prometheus metrics", "security": [],
+                          "responses": {"200": {"description": "text exposition format",
+                                                "content": {"text/plain": {"schema": {"type": "string"}}}}}},
+    ("GET", "/api/openapi.json"): {"summary": "This document", "security": [],
+                                   "responses": {"200": {"description": "OpenAPI 3.1"}}},
+    ("GET", "/"): {"summary": "The upload page (HTML)", "security": [],
+                   "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}},
+    ("GET", "/v2"): {"summary": "OIP server metadata", "security": [], "responses": {"200": {"description": "metadata"}}},
+    ("GET", "/v2/health/live"): {"summary": "OIP liveness", "security": [], "responses": {"200": {"description": "live"}}},
+    ("GET", "/v2/health/ready"): {"summary": "OIP readiness", "security": [],
+                                  "responses": {"200": {"description": "ready"}, "503": {"description": "no active model"}}},
+}
+for _base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+    OPERATIONS[("GET", _base)] = {"summary": "OIP model metadata", "responses": {
+        "200": {"description": "metadata"}, "404": {"description": "unknown model"}}}
+    OPERATIONS[("GET", _base + "/ready")] = {"summary": "OIP model readiness", "responses": {
+        "200": {"description": "ready"}, "404": {"description": "unknown model"}}}
+    OPERATIONS[("POST", _base + "/infer")] = {"summary": "OIP synchronous inference", **V2_INFER}
+
+
+def openapi_document(router, version: str) -> dict:
+    paths: dict[str, dict] = {}
+    for route in router.routes:
+        operation = dict(OPERATIONS.get((route.method, route.name), {"responses": {"200": {"description": "ok"}}}))
+        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for p in route.pattern.groupindex]
+        if params:
+            operation["parameters"] = params + operation.get("parameters", [])
+        operation["operationId"] = f"{route.method.lower()}_{route.name.strip('/').replace('/', '_').replace('{', '').replace('}', '') or 'page'}"
+        paths.setdefault(route.name, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "DigitServe", "version": version,
+                 "description": "Handwritten-digit inference: REST v1 (asynchronous via queues) and the Open Inference Protocol v2."},
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "signature": {"type": "apiKey", "in": "header", "name": "Authorization",
+                              "description": "DS1-HMAC-SHA256 KeyId=<key_id>,Signature=<hex> with X-DS-Date, "
+                                             "X-DS-Nonce and X-DS-Content-SHA256 headers (see the README)"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "ds_session",
+                            "description": "browser session; unsafe requests also need X-CSRF-Token"},
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "<key_id>.<secret>, only when ALLOW_BEARER_KEYS=1"},
+            },
+        },
+        "security": [{"signature": []}, {"session": []}, {"bearer": []}],
+    }

@@ -1,0 +1,140 @@
+"""Processes: `digitserve serve` (CherryPy) and `digitserve run` (everything, locally)."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+import cherrypy
+import redis
+
+from server import migrate
+from server.bootstrap import build
+from server.db import wait_for_database
+from server.settings import Settings
+
+log = logging.getLogger("digitserve")
+
+
+def serve(settings: Settings) -> int:
+    from server.app import create_app
+
+    services = build(settings)
+    wait_for_database(services.engine)
+    application = create_app(settings, services)
+    cherrypy.tree.mount(application, "")
+    cherrypy.config.update({
+        "server.socket_host": settings.host,
+        "server.socket_port": settings.port,
+        "server.thread_pool": settings.web_threads,
+        "server.socket_queue_size": 128,
+        "engine.autoreload.on": False,
+        "log.screen": settings.log_requests,
+        "checker.on": False,
+    })
+
+    def warm_up():  # v2 inference runs in this process: load the networks before the first call
+        try:
+            application.digitserve.v2_models.cache.preload_active()
+        except Exception:
+            log.exception("could not preload models for /v2")
+
+    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+    cherrypy.engine.signals.subscribe()
+    cherrypy.engine.start()
+    log.info("serving on http://%s:%s/", settings.host, settings.port)
+    cherrypy.engine.block()
+    services.close()
+    return 0
+
+
+def _redis_reachable(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        client.ping()
+        client.close()
+        return True
+    except redis.RedisError:
+        return False
+
+
+def ensure_redis(settings: Settings) -> subprocess.Popen | None:
+    """Use the configured Redis; for a local URL with nothing listening, start redis-server for this run."""
+    if _redis_reachable(settings.redis_url):
+        return None
+    parts = urlsplit(settings.redis_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    if host not in ("127.0.0.1", "localhost", "::1") or not shutil.which("redis-server"):
+        raise SystemExit(
+            f"Redis is not reachable at {settings.redis_url}. Install and start it "
+            f"(Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) or set REDIS_URL.")
+    print(f"starting redis-server on {host}:{port} for this run")
+    process = subprocess.Popen(
+        ["redis-server", "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    for _ in range(50):
+        if _redis_reachable(settings.redis_url):
+            return process
+        time.sleep(0.1)
+    process.terminate()
+    raise SystemExit(f"redis-server did not start on {host}:{port}")
+
+
+def _digitserve(*args: str) -> list[str]:
+    return [sys.executable, "-m", "server.cli", *args]
+
+
+def run_all(settings: Settings) -> int:
+    """Migrate, train a default model when none is registered, then run web + worker until Ctrl-C."""
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    redis_process = ensure_redis(settings)
+    env = {**os.environ, "SECRET_KEY": settings.secret_key, "DATABASE_URL": settings.database_url,
+           "REDIS_URL": settings.redis_url, "MNIST_DIR": str(settings.mnist_dir)}
+    children: list[subprocess.Popen] = []
+    try:
+        migrate.upgrade(settings.database_url)
+        services = build(settings)
+        if not services.registry.active_versions():
+            registered = services.registry.list()
+            if registered:
+                latest = max(registered, key=lambda v: v.created_at)
+                services.registry.activate(latest.name, latest.version)
+                print(f"no active model: activated {latest.name}:{latest.version}")
+            else:
+                print("no model registered yet: training the default MLP on MNIST (a few minutes)")
+                subprocess.run(_digitserve("train", "mlp", "--activate"), env=env, check=True)
+        services.close()
+        children.append(subprocess.Popen(_digitserve("worker"), env=env))
+        children.append(subprocess.Popen(_digitserve("serve"), env=env))
+        print(f"DigitServe is running at http://{settings.host}:{settings.port}/  (Ctrl-C to stop)")
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.is_set():
+            if any(child.poll() is not None for child in children):
+                print("a process stopped; shutting down", file=sys.stderr)
+                break
+            stop.wait(0.5)
+        return 0
+    except subprocess.CalledProcessError as exc:
+        print(f"training the default model failed (exit {exc.returncode})", file=sys.stderr)
+        return 1
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if redis_process is not None:
+            redis_process.terminate()
+            redis_process.wait(timeout=10)
+        print("stopped")

@@ -1,0 +1,116 @@
+"""The small request/response layer the handlers see, independent of CherryPy."""
+from __future__ import annotations
+
+import base64
+import binascii
+import email.parser
+import email.policy
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import parse_qs
+
+from server.errors import ApiError, bad_request
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query_string: str
+    headers: dict[str, str]
+    body: bytes
+    scheme: str = "http"
+    cookies: dict[str, str] = field(default_factory=dict)
+    principal: Any = None
+
+    @property
+    def query(self) -> dict[str, str]:
+        return {k: v[-1] for k, v in parse_qs(self.query_string, keep_blank_values=True).items()}
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+    def json(self) -> Any:
+        if not self.body:
+            raise bad_request("the request body must be JSON")
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            raise bad_request("the request body is not valid JSON", "bad_json") from None
+
+    def form(self) -> tuple[dict[str, str], list[bytes]]:
+        """Fields and the `image` files of a multipart/form-data body."""
+        header = f"Content-Type: {self.headers.get('Content-Type', '')}\r\n\r\n".encode()
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + self.body)
+        if not message.is_multipart():
+            raise bad_request("the multipart body could not be parsed (missing boundary?)", "bad_multipart")
+        fields: dict[str, str] = {}
+        images: list[bytes] = []
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True) or b""
+            if name == "image":
+                images.append(payload)
+            elif name:
+                fields[name] = payload.decode("utf-8", "replace")
+        return fields, images
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, json.dumps(data, separators=(",", ":")).encode(), "application/json", headers or {})
+
+
+def decode_base64_image(value: Any, index: int) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise bad_request(f"images[{index}] must be a base64 string", "bad_base64")
+    if value.startswith("data:"):
+        value = value.partition(",")[2]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request(f"images[{index}] is not valid base64", "bad_base64") from None
+
+
+Handler = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern
+    handler: Handler
+    name: str
+    auth: str | None = None  # None: public; "predict" or "admin": a scope; "session": browser only
+
+
+class Router:
+    def __init__(self):
+        self.routes: list[Route] = []
+
+    def add(self, method: str, template: str, handler: Handler, auth: str | None = None) -> None:
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
+        self.routes.append(Route(method, re.compile(f"^{regex}$"), handler, template, auth))
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        allowed = []
+        for route in self.routes:
+            found = route.pattern.match(path)
+            if found:
+                if route.method == method or (method == "HEAD" and route.method == "GET"):
+                    return route, found.groupdict()
+                allowed.append(route.method)
+        if allowed:
+            raise ApiError(405, "method_not_allowed", f"{method} is not allowed here",
+                           {"Allow": ", ".join(sorted(set(allowed)))})
+        raise ApiError(404, "not_found", f"no such endpoint: {path}")
