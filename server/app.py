@@ -230,7 +230,6 @@ def create_app(settings: Settings, services: Services | None = None) -> cherrypy
     config = {
         "/": {
             "request.process_request_body": False,
-            "log.screen": settings.log_requests,
             "request.show_tracebacks": False,
             "request.show_mismatched_params": False,
             "tools.encode.on": False,
@@ -244,5 +243,7 @@ def create_app(settings: Settings, services: Services | None = None) -> cherrypy
         },
     }
     application = cherrypy.Application(_Root(app), script_name="", config=config)
+    application.log.screen = settings.log_requests
+    application.log.access_file = ""
     application.digitserve = app  # tests and the CLI reach the services through this
     return application

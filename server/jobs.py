@@ -35,7 +35,7 @@ class Runtime:
 _runtime: Runtime | None = None
 
 
-def install(runtime: Runtime) -> None:
+def install(runtime: Runtime | None) -> None:
     global _runtime
     _runtime = runtime
 

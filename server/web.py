@@ -46,6 +46,8 @@ class Request:
         header = f"Content-Type: {self.headers.get('Content-Type', '')}\r\n\r\n".encode()
         message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + self.body)
         if not message.is_multipart():
+            if message.get_boundary():  # a well-formed body with no parts at all
+                return {}, []
             raise bad_request("the multipart body could not be parsed (missing boundary?)", "bad_multipart")
         fields: dict[str, str] = {}
         images: list[bytes] = []

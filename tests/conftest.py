@@ -157,3 +157,117 @@ def registered_mlp(services, tiny_mlp_file):
     return services.registry.register(
         "mlp", "mlp", tiny_mlp_file, test_accuracy=accuracy, hyperparameters={"tiny": True}, activate=True
     )
+
+
+# -- the web app under WebTest ------------------------------------------------------------------
+
+PASSWORD = "digits-are-fun-42"
+
+
+@pytest.fixture
+def app(services):
+    from webtest import TestApp
+
+    from server.app import create_app
+
+    return TestApp(create_app(services.settings, services))
+
+
+class Account:
+    """A logged-in browser user: the TestApp carries its cookie; unsafe calls add the CSRF header."""
+
+    def __init__(self, app, email: str, csrf: str, user_id: int):
+        self.app, self.email, self.csrf, self.user_id = app, email, csrf, user_id
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-CSRF-Token": self.csrf}
+
+    def create_key(self, scopes=("predict",)) -> tuple[str, str]:
+        res = self.app.post_json("/api/v1/keys", {"name": "test", "scopes": list(scopes)}, headers=self.headers)
+        return res.json["key_id"], res.json["secret"]
+
+
+def login(app, email: str, password: str = PASSWORD) -> Account:
+    res = app.post_json("/api/v1/sessions", {"email": email, "password": password})
+    return Account(app, email, res.json["csrf_token"], res.json["user"]["id"])
+
+
+@pytest.fixture
+def make_user(services):
+    from server.auth import create_user
+
+    def make(email: str | None = None, role: str = "user") -> str:
+        email = email or f"user-{uuid.uuid4().hex[:8]}@example.com"
+        create_user(services, email, PASSWORD, role=role)
+        return email
+
+    return make
+
+
+@pytest.fixture
+def account(app, make_user) -> Account:
+    return login(app, make_user())
+
+
+@pytest.fixture
+def signed(app):
+    """Send a request signed with (key_id, secret), exactly as a client would."""
+    from server import signing
+
+    def send(key, method: str, path: str, body: bytes = b"", content_type: str | None = None,
+             query: str = "", headers: dict | None = None, expect_errors: bool = True, **sign_kwargs):
+        all_headers = signing.signed_headers(key[0], key[1], method, path, query, body, **sign_kwargs)
+        if content_type:
+            all_headers["Content-Type"] = content_type
+        all_headers.update(headers or {})
+        url = path + (f"?{query}" if query else "")
+        # a fresh cookie jar: only the signature authenticates
+        app.reset()
+        return app.request(url, method=method, body=body, headers=all_headers, expect_errors=expect_errors)
+
+    return send
+
+
+@pytest.fixture
+def run_jobs(services):
+    """Run every queued job in this process (a burst SimpleWorker), as `digitserve worker` would."""
+    from rq import SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    from models.serving import ModelCache
+    from server import jobs
+
+    jobs.install(jobs.Runtime(services, ModelCache(services.registry)))
+
+    def run() -> None:
+        SimpleWorker([services.queue], connection=services.redis, serializer=JSONSerializer).work(
+            burst=True, logging_level="WARNING")
+
+    yield run
+    jobs.install(None)
+
+
+def png_bytes(array) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def digit_pngs(mnist) -> dict[int, bytes]:
+    """One real test-set image per digit, upscaled 4x as a PNG (white on black)."""
+    import numpy as np
+
+    found = {}
+    for image, label in zip(mnist.x_test, mnist.y_test):
+        if int(label) not in found:
+            found[int(label)] = png_bytes(np.kron(image, np.ones((4, 4), np.uint8)))
+        if len(found) == 10:
+            break
+    return found
