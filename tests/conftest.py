@@ -271,3 +271,140 @@ def digit_pngs(mnist) -> dict[int, bytes]:
         if len(found) == 10:
             break
     return found
+
+
+# -- real processes ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def process_env(settings: Settings, **extra) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "REDIS_PREFIX": settings.redis_prefix,
+        "QUEUE_NAME": settings.queue_name,
+        "SECRET_KEY": settings.secret_key,
+        "VAR_DIR": str(settings.var_dir),
+        "MODEL_CACHE_DIR": str(settings.model_cache_dir),
+        "MNIST_DIR": str(settings.mnist_dir),
+        "HOST": settings.host,
+        "PORT": str(settings.port),
+        "JOB_TIMEOUT": str(settings.job_timeout),
+        "MODEL_POLL_SECONDS": "0.5",
+        "TF_THREADS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class Process:
+    """A `digitserve` subcommand run as a real process, its output kept in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
+        import subprocess
+        import sys
+
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.popen = subprocess.Popen([sys.executable, "-m", "server.cli", *args], env=env, cwd=ROOT,
+                                      stdout=self._log, stderr=subprocess.STDOUT)
+
+    def stop(self, sig=None) -> int:
+        import signal
+
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig or signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=20)
+            except Exception:
+                self.popen.kill()
+                self.popen.wait()
+        self._log.close()
+        return self.popen.returncode
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def wait_for_worker(services, timeout: float = 60.0) -> None:
+    from rq import Worker
+
+    wait_until(lambda: Worker.all(queue=services.queue), timeout, 0.2, "a worker on the queue")
+
+
+@pytest.fixture
+def start_worker(settings, tmp_path):
+    """Start `digitserve worker` processes on this test's database and queue."""
+    started: list[Process] = []
+
+    def start(**extra) -> Process:
+        process = Process(["worker"], process_env(settings, **extra), tmp_path / f"worker{len(started)}.log")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+class LiveServer:
+    def __init__(self, url: str, settings: Settings, services, web: Process, worker: Process):
+        self.url, self.settings, self.services, self.web, self.worker = url, settings, services, web, worker
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory, tiny_mlp_file):
+    """`digitserve serve` + `digitserve worker` on their own MariaDB database, with the tiny MLP active."""
+    import urllib.request
+
+    from server.bootstrap import build
+
+    wait_for_port("127.0.0.1", 3306)
+    name = f"ds_live_{uuid.uuid4().hex[:10]}"
+    server = sa.create_engine(MYSQL_SERVER_URL)
+    with server.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    url = f"{MYSQL_SERVER_URL}/{name}?charset=utf8mb4"
+    migrate.upgrade(url)
+    base = tmp_path_factory.mktemp("live")
+    prefix = f"dslive:{uuid.uuid4().hex[:8]}:"
+    settings = make_settings(url, prefix, base, port=free_port())
+    services = build(settings)
+    services.registry.register("mlp", "mlp", tiny_mlp_file, activate=True)
+    web = Process(["serve"], process_env(settings), base / "web.log")
+    worker = Process(["worker"], process_env(settings), base / "worker.log")
+    live = LiveServer(f"http://127.0.0.1:{settings.port}", settings, services, web, worker)
+
+    def up():
+        try:
+            return urllib.request.urlopen(live.url + "/readyz", timeout=2).status == 200
+        except Exception:
+            return False
+
+    try:
+        wait_until(up, 90, 0.3, "the live server to be ready")
+        yield live
+    finally:
+        web.stop()
+        worker.stop()
+        services.close()
+        with server.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        server.dispose()

@@ -1,0 +1,1076 @@
+/* DigitServe browser page: sign-in, drawing canvas, uploads, predictions, feedback.
+ *
+ * Plain ES2020, no dependencies. Talks only to the JSON API under /api/v1 on the
+ * same origin with the session cookie; every unsafe request carries the CSRF
+ * token from GET/POST /api/v1/sessions in the X-CSRF-Token header.
+ */
+(() => {
+  "use strict";
+
+  const API = "/api/v1";
+  const CANVAS_SIZE = 280;       // CSS pixels
+  const STROKE_WIDTH = 18;       // CSS pixels
+  const KEY_STEP = 10;           // CSS pixels per arrow key press
+  const WAIT_SECONDS = 10;       // server-side wait for the POST
+  const POLL_INTERVAL_MS = 300;
+  const POLL_TIMEOUT_MS = 120000;
+  const RECENT_LIMIT = 10;
+  const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+
+  const $ = (sel) => document.querySelector(sel);
+
+  const state = {
+    user: null,
+    csrf: null,
+    files: [],            // [{file, url}]
+    hasInk: false,
+    busy: false,
+    runToken: 0,          // increments per prediction run / sign-out; stale runs stop
+    resultUrls: [],       // object URLs shown in the results (revoked on replace)
+  };
+
+  /* ------------------------------------------------------------------ */
+  /* API helper                                                          */
+  /* ------------------------------------------------------------------ */
+
+  class ApiError extends Error {
+    constructor(status, code, message, retryAfter) {
+      super(message);
+      this.status = status;
+      this.code = code;
+      this.retryAfter = retryAfter;
+    }
+  }
+
+  function parseRetryAfter(value) {
+    if (!value) return null;
+    const secs = Number(value);
+    if (Number.isFinite(secs)) return Math.max(0, Math.ceil(secs));
+    const when = Date.parse(value);
+    return Number.isNaN(when) ? null : Math.max(0, Math.ceil((when - Date.now()) / 1000));
+  }
+
+  async function api(method, path, { json, form, signal } = {}) {
+    const headers = { Accept: "application/json" };
+    let body;
+    if (json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      body = JSON.stringify(json);
+    } else if (form !== undefined) {
+      body = form;  // the browser sets multipart/form-data with its boundary
+    }
+    if (UNSAFE.has(method) && state.csrf) headers["X-CSRF-Token"] = state.csrf;
+
+    let response;
+    try {
+      response = await fetch(API + path, {
+        method, headers, body, signal, credentials: "same-origin", cache: "no-store",
+      });
+    } catch (err) {
+      if (err && err.name === "AbortError") throw err;
+      throw new ApiError(0, "network_error", "Cannot reach the server. Check your connection and try again.");
+    }
+
+    let data = null;
+    const text = await response.text();
+    if (text) {
+      try { data = JSON.parse(text); } catch (_) { data = null; }
+    }
+    if (!response.ok) {
+      const retryAfter = parseRetryAfter(response.headers.get("Retry-After"));
+      const err = data && data.error ? data.error : {};
+      const message = err.message || defaultMessage(response.status);
+      throw new ApiError(response.status, err.code || `http_${response.status}`, message, retryAfter);
+    }
+    return { status: response.status, data, headers: response.headers };
+  }
+
+  function defaultMessage(status) {
+    switch (status) {
+      case 400: return "The request was not valid.";
+      case 401: return "Please sign in.";
+      case 403: return "You are not allowed to do that.";
+      case 404: return "Not found.";
+      case 409: return "That already exists.";
+      case 413: return "The upload is too large.";
+      case 415: return "Unsupported image type.";
+      case 422: return "The image could not be used.";
+      case 429: return "Too many requests.";
+      case 503: return "The service is busy or unavailable.";
+      default: return `The server answered with an error (${status}).`;
+    }
+  }
+
+  function describeError(err) {
+    if (!(err instanceof ApiError)) return (err && err.message) || String(err);
+    let msg = err.message;
+    if ((err.status === 429 || err.status === 503) && err.retryAfter != null) {
+      msg += ` Try again in ${err.retryAfter} s.`;
+    }
+    return msg;
+  }
+
+  /* ------------------------------------------------------------------ */
+  /* Messages                                                            */
+  /* ------------------------------------------------------------------ */
+
+  function showError(message) {
+    $("#error-text").textContent = message;
+    $("#error").hidden = false;
+  }
+
+  function clearError() {
+    $("#error").hidden = true;
+    $("#error-text").textContent = "";
+  }
+
+  function setStatus(text, st = "idle") {
+    const el = $("#status");
+    el.textContent = text;
+    el.dataset.state = st;
+  }
+
+  /** Handle an error of a signed-in action: an expired session goes back to the form. */
+  function handleError(err) {
+    if (err && err.name === "AbortError") return;
+    if (err instanceof ApiError && err.status === 401 && state.user) {
+      showSignedOut();
+      showError("Your session has expired. Please sign in again.");
+      return;
+    }
+    showError(describeError(err));
+  }
+
+  /* ------------------------------------------------------------------ */
+  /* Views and authentication                                            */
+  /* ------------------------------------------------------------------ */
+
+  function showSignedIn(user, csrf) {
+    state.user = user;
+    state.csrf = csrf;
+    $("#booting").hidden = true;
+    $("#auth-view").hidden = true;
+    $("#app-view").hidden = false;
+    $("#account").hidden = false;
+    $("#user-email").textContent = user.email;
+    $("#logout").setAttribute("aria-label", `Sign out ${user.email}`);
+    $("#login-password").value = "";
+    $("#auth-status").textContent = "";
+    resizeCanvas();
+    loadModels();
+    loadRecent();
+  }
+
+  function showSignedOut() {
+    state.user = null;
+    state.csrf = null;
+    state.runToken += 1;
+    state.busy = false;
+    updatePredictButton();
+    $("#booting").hidden = true;
+    $("#app-view").hidden = true;
+    $("#account").hidden = true;
+    $("#auth-view").hidden = false;
+    $("#user-email").textContent = "";
+    // Forget everything the previous user saw.
+    clearResults();
+    clearFiles();
+    clearCanvas();
+    $("#recent").replaceChildren();
+    $("#recent-empty").hidden = true;
+    $("#model-select").replaceChildren(new Option("Loading models…", ""));
+    setStatus("Ready.");
+    setAuthBusy(false);
+  }
+
+  function setAuthBusy(busy) {
+    for (const id of ["#login-submit", "#register-submit"]) $(id).disabled = busy;
+    $("#login-form").setAttribute("aria-busy", busy ? "true" : "false");
+  }
+
+  async function onAuthSubmit(event) {
+    event.preventDefault();
+    clearError();
+    const register = event.submitter ? event.submitter.id === "register-submit" : false;
+    const email = $("#login-email").value.trim();
+    const password = $("#login-password").value;
+    if (!email || !password) {
+      showError("Enter your email and a password.");
+      (email ? $("#login-password") : $("#login-email")).focus();
+      return;
+    }
+    setAuthBusy(true);
+    const statusEl = $("#auth-status");
+    try {
+      if (register) {
+        statusEl.textContent = "Creating your account…";
+        await api("POST", "/users", { json: { email, password } });
+      }
+      statusEl.textContent = "Signing in…";
+      const { data } = await api("POST", "/sessions", { json: { email, password } });
+      showSignedIn(data.user, data.csrf_token);
+      $("#main").focus({ preventScroll: true });
+    } catch (err) {
+      statusEl.textContent = "";
+      if (err instanceof ApiError && err.status === 401 && !register) {
+        showError(err.message && err.code !== "http_401" ? err.message : "Wrong email or password.");
+      } else if (err instanceof ApiError && err.status === 429) {
+        const wait = err.retryAfter != null ? ` Try again in ${err.retryAfter} s.` : "";
+        showError(`Too many sign-in attempts.${wait}`);
+      } else {
+        showError(describeError(err));
+      }
+      $("#login-password").focus();
+    } finally {
+      setAuthBusy(false);
+    }
+  }
+
+  async function onLogout() {
+    clearError();
+    const button = $("#logout");
+    button.disabled = true;
+    try {
+      await api("DELETE", "/sessions");
+    } catch (err) {
+      // 401 means the session was already gone: signed out either way.
+      if (!(err instanceof ApiError && err.status === 401)) {
+        showError(describeError(err));
+        button.disabled = false;
+        return;
+      }
+    }
+    button.disabled = false;
+    showSignedOut();
+    $("#login-email").focus();
+  }
+
+  async function boot() {
+    try {
+      const { data } = await api("GET", "/sessions");
+      showSignedIn(data.user, data.csrf_token);
+    } catch (err) {
+      showSignedOut();
+      if (!(err instanceof ApiError && err.status === 401)) showError(describeError(err));
+    }
+  }
+
+  /* ------------------------------------------------------------------ */
+  /* Drawing canvas                                                      */
+  /* ------------------------------------------------------------------ */
+
+  const canvas = () => $("#canvas");
+  let ctx = null;
+  let dpr = 1;
+  let drawing = null;   // {id, x, y} of the active pointer
+  let pen = { x: CANVAS_SIZE / 2, y: CANVAS_SIZE / 2 };
+
+  function setupContext() {
+    ctx = canvas().getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    ctx.lineWidth = STROKE_WIDTH;
+    ctx.strokeStyle = "#000";
+    ctx.fillStyle = "#000";
+  }
+
+  /** Size the backing store for devicePixelRatio, keeping what was drawn. */
+  function resizeCanvas() {
+    const c = canvas();
+    const ratio = Math.max(1, Math.min(4, window.devicePixelRatio || 1));
+    const px = Math.round(CANVAS_SIZE * ratio);
+    if (ctx && c.width === px && c.height === px) return;
+    let old = null;
+    if (ctx && state.hasInk) {
+      old = document.createElement("canvas");
+      old.width = c.width;
+      old.height = c.height;
+      old.getContext("2d").drawImage(c, 0, 0);
+    }
+    dpr = ratio;
+    c.width = px;
+    c.height = px;
+    setupContext();
+    paintBackground();
+    if (old) ctx.drawImage(old, 0, 0, CANVAS_SIZE, CANVAS_SIZE);
+  }
+
+  function paintBackground() {
+    ctx.save();
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, canvas().width, canvas().height);
+    ctx.restore();
+  }
+
+  function clearCanvas() {
+    if (!ctx) return;
+    paintBackground();
+    state.hasInk = false;
+    $("#canvas-hint").hidden = false;
+  }
+
+  function markInk() {
+    if (!state.hasInk) {
+      state.hasInk = true;
+      $("#canvas-hint").hidden = true;
+    }
+  }
+
+  function pointFromEvent(e) {
+    const rect = canvas().getBoundingClientRect();
+    const sx = CANVAS_SIZE / (rect.width || CANVAS_SIZE);
+    const sy = CANVAS_SIZE / (rect.height || CANVAS_SIZE);
+    return { x: (e.clientX - rect.left) * sx, y: (e.clientY - rect.top) * sy };
+  }
+
+  function dot(p) {
+    ctx.beginPath();
+    ctx.arc(p.x, p.y, STROKE_WIDTH / 2, 0, Math.PI * 2);
+    ctx.fill();
+    markInk();
+  }
+
+  function line(a, b) {
+    ctx.beginPath();
+    ctx.moveTo(a.x, a.y);
+    ctx.lineTo(b.x, b.y);
+    ctx.stroke();
+    markInk();
+  }
+
+  function onPointerDown(e) {
+    if (e.pointerType === "mouse" && e.button !== 0) return;
+    if (drawing) return;   // one stroke at a time (ignore a second finger)
+    e.preventDefault();
+    const c = canvas();
+    c.focus({ preventScroll: true });
+    try { c.setPointerCapture(e.pointerId); } catch (_) { /* not capturable */ }
+    const p = pointFromEvent(e);
+    drawing = { id: e.pointerId, x: p.x, y: p.y };
+    dot(p);
+    pen = p;
+  }
+
+  function onPointerMove(e) {
+    if (!drawing || e.pointerId !== drawing.id) return;
+    e.preventDefault();
+    const events = typeof e.getCoalescedEvents === "function" ? e.getCoalescedEvents() : [];
+    for (const ev of events.length ? events : [e]) {
+      const p = pointFromEvent(ev);
+      line(drawing, p);
+      drawing.x = p.x;
+      drawing.y = p.y;
+    }
+    pen = { x: drawing.x, y: drawing.y };
+  }
+
+  function onPointerUp(e) {
+    if (!drawing || e.pointerId !== drawing.id) return;
+    drawing = null;
+    try { canvas().releasePointerCapture(e.pointerId); } catch (_) { /* already released */ }
+  }
+
+  function showPenCursor() {
+    const cursor = $("#pen-cursor");
+    const rect = canvas().getBoundingClientRect();
+    const s = (rect.width || CANVAS_SIZE) / CANVAS_SIZE;
+    cursor.style.left = `${pen.x * s}px`;
+    cursor.style.top = `${pen.y * s}px`;
+    cursor.style.width = cursor.style.height = `${STROKE_WIDTH * s}px`;
+    cursor.hidden = false;
+  }
+
+  function onCanvasKey(e) {
+    const moves = { ArrowUp: [0, -1], ArrowDown: [0, 1], ArrowLeft: [-1, 0], ArrowRight: [1, 0] };
+    if (e.key in moves) {
+      e.preventDefault();
+      const [dx, dy] = moves[e.key];
+      const clamp = (v) => Math.max(STROKE_WIDTH / 2, Math.min(CANVAS_SIZE - STROKE_WIDTH / 2, v));
+      const next = { x: clamp(pen.x + dx * KEY_STEP), y: clamp(pen.y + dy * KEY_STEP) };
+      if (!e.shiftKey) line(pen, next);
+      pen = next;
+      showPenCursor();
+    } else if (e.key === " " || e.key === "Spacebar") {
+      e.preventDefault();
+      dot(pen);
+    } else if (e.key === "Delete" || e.key === "Backspace") {
+      e.preventDefault();
+      clearCanvas();
+    }
+  }
+
+  function canvasBlob() {
+    return new Promise((resolve, reject) => {
+      canvas().toBlob((blob) => (blob ? resolve(blob) : reject(new Error("Could not export the drawing."))), "image/png");
+    });
+  }
+
+  /* ------------------------------------------------------------------ */
+  /* Files: chooser, drag and drop, previews                            */
+  /* ------------------------------------------------------------------ */
+
+  function addFiles(fileList) {
+    const files = Array.from(fileList || []);
+    if (!files.length) return;
+    clearError();
+    for (const file of files) {
+      state.files.push({ file, url: URL.createObjectURL(file) });
+    }
+    renderFiles();
+  }
+
+  function removeFile(index) {
+    const [gone] = state.files.splice(index, 1);
+    if (gone) URL.revokeObjectURL(gone.url);
+    renderFiles();
+  }
+
+  function clearFiles() {
+    for (const f of state.files) URL.revokeObjectURL(f.url);
+    state.files = [];
+    renderFiles();
+  }
+
+  function formatBytes(n) {
+    if (n < 1024) return `${n} B`;
+    if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+    return `${(n / 1024 / 1024).toFixed(1)} MB`;
+  }
+
+  function renderFiles() {
+    const list = $("#file-list");
+    list.replaceChildren();
+    state.files.forEach(({ file, url }, i) => {
+      const li = document.createElement("li");
+      li.className = "file-item";
+      const img = document.createElement("img");
+      img.className = "file-thumb";
+      img.alt = "";
+      img.src = url;
+      img.addEventListener("error", () => img.classList.add("file-thumb-broken"), { once: true });
+      const meta = document.createElement("span");
+      meta.className = "file-meta";
+      const name = document.createElement("span");
+      name.className = "file-name";
+      name.textContent = file.name || `image ${i + 1}`;
+      name.title = file.name;
+      const size = document.createElement("span");
+      size.className = "muted small";
+      size.textContent = formatBytes(file.size);
+      meta.append(name, size);
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "file-remove";
+      remove.textContent = "×";
+      remove.setAttribute("aria-label", `Remove ${file.name || `image ${i + 1}`}`);
+      remove.addEventListener("click", () => {
+        removeFile(i);
+        (document.querySelector(".file-remove") || $("#file-input")).focus();
+      });
+      li.append(img, meta, remove);
+      list.append(li);
+    });
+    const any = state.files.length > 0;
+    $("#file-list-wrap").hidden = !any;
+    $("#draw-area").classList.toggle("is-inactive", any);
+    $("#draw-note").textContent = any
+      ? `${state.files.length} image${state.files.length > 1 ? "s" : ""} chosen — Predict sends ${state.files.length > 1 ? "them" : "it"}, not the drawing.`
+      : "Draw one digit, large and centred.";
+  }
+
+  function setupDropzone() {
+    const zone = $("#dropzone");
+    let depth = 0;
+    const hasFiles = (e) => e.dataTransfer && Array.from(e.dataTransfer.types || []).includes("Files");
+    zone.addEventListener("dragenter", (e) => {
+      if (!hasFiles(e)) return;
+      e.preventDefault();
+      depth += 1;
+      zone.classList.add("is-over");
+    });
+    zone.addEventListener("dragover", (e) => {
+      if (!hasFiles(e)) return;
+      e.preventDefault();
+      e.dataTransfer.dropEffect = "copy";
+    });
+    zone.addEventListener("dragleave", () => {
+      depth = Math.max(0, depth - 1);
+      if (!depth) zone.classList.remove("is-over");
+    });
+    zone.addEventListener("drop", (e) => {
+      e.preventDefault();
+      depth = 0;
+      zone.classList.remove("is-over");
+      addFiles(e.dataTransfer.files);
+    });
+    // A file dropped beside the zone must not navigate away from the page.
+    window.addEventListener("dragover", (e) => e.preventDefault());
+    window.addEventListener("drop", (e) => e.preventDefault());
+  }
+
+  /* ------------------------------------------------------------------ */
+  /* Models                                                              */
+  /* ------------------------------------------------------------------ */
+
+  function formatAccuracy(v) {
+    return typeof v === "number" ? ` · ${(v * 100).toFixed(2)} %` : "";
+  }
+
+  async function loadModels() {
+    const select = $("#model-select");
+    const previous = select.value;
+    try {
+      const { data } = await api("GET", "/models");
+      const models = (data && data.models) || [];
+      select.replaceChildren();
+      for (const m of models) {
+        const group = document.createElement("optgroup");
+        group.label = m.name;
+        const active = new Option(
+          m.active_version != null ? `${m.name} (active v${m.active_version})` : `${m.name} (no active version)`,
+          m.name,
+        );
+        active.disabled = m.active_version == null;
+        group.append(active);
+        const versions = [...(m.versions || [])].sort((a, b) => b.version - a.version);
+        for (const v of versions) {
+          const family = v.family && v.family !== m.name ? ` · ${v.family}` : "";
+          const mark = v.active ? " · active" : "";
+          group.append(new Option(`${m.name}:${v.version}${family}${formatAccuracy(v.test_accuracy)}${mark}`,
+            `${m.name}:${v.version}`));
+        }
+        select.append(group);
+      }
+      if (!models.length) {
+        select.append(new Option("No models available", ""));
+        select.disabled = true;
+      } else {
+        select.disabled = false;
+        const values = Array.from(select.options).filter((o) => !o.disabled).map((o) => o.value);
+        const preferred = [previous, "mlp", values[0]].find((v) => v && values.includes(v));
+        if (preferred) select.value = preferred;
+      }
+    } catch (err) {
+      select.replaceChildren(new Option("Models unavailable", ""));
+      handleError(err);
+    }
+    updatePredictButton();
+  }
+
+  /* ------------------------------------------------------------------ */
+  /* Predictions                                                         */
+  /* ------------------------------------------------------------------ */
+
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  function updatePredictButton() {
+    const button = $("#predict");
+    button.disabled = state.busy;
+    button.setAttribute("aria-busy", state.busy ? "true" : "false");
+    button.textContent = state.busy ? "Predicting…" : "Predict";
+  }
+
+  function statusLabel(prediction) {
+    switch (prediction.status) {
+      case "queued": return ["Queued…", "queued"];
+      case "running": return ["Running…", "running"];
+      default: return [prediction.status, prediction.status];
+    }
+  }
+
+  async function onPredict() {
+    if (state.busy) return;
+    clearError();
+    const model = $("#model-select").value;
+    const form = new FormData();
+    const previews = [];
+    if (state.files.length) {
+      for (const { file } of state.files) {
+        form.append("image", file, file.name || "image");
+        previews.push(URL.createObjectURL(file));
+      }
+    } else {
+      if (!state.hasInk) {
+        showError("Draw a digit first, or choose an image file.");
+        canvas().focus();
+        return;
+      }
+      let blob;
+      try {
+        blob = await canvasBlob();
+      } catch (err) {
+        showError(err.message);
+        return;
+      }
+      form.append("image", blob, "drawing.png");
+      previews.push(URL.createObjectURL(blob));
+    }
+    if (model) form.append("model", model);
+    form.append("wait", String(WAIT_SECONDS));
+
+    const token = ++state.runToken;
+    state.busy = true;
+    updatePredictButton();
+    $("#results").setAttribute("aria-busy", "true");
+    setStatus(`Queued: sending ${previews.length} image${previews.length > 1 ? "s" : ""}…`, "queued");
+    const started = performance.now();
+    try {
+      const { data } = await api("POST", "/predictions", { form });
+      if (token !== state.runToken) return;
+      let prediction = data;
+      if (!isFinished(prediction)) prediction = await poll(prediction, token);
+      if (token !== state.runToken) return;
+      if (prediction.status === "failed") {
+        setStatus("Failed.", "failed");
+        showError(prediction.error || "The prediction failed.");
+        revokeAll(previews);
+      } else {
+        // One more read for the 28x28 images the network saw.
+        let full = prediction;
+        try {
+          full = (await api("GET", `/predictions/${encodeURIComponent(prediction.id)}?include=preprocessed`)).data;
+        } catch (err) {
+          if (err instanceof ApiError && err.status === 401) throw err;
+          full = prediction;   // the result itself is already here
+        }
+        if (token !== state.runToken) return;
+        renderPrediction(full, previews);
+        const elapsed = Math.round(performance.now() - started);
+        setStatus(doneText(full, elapsed), "done");
+      }
+      loadRecent();
+    } catch (err) {
+      revokeAll(previews);
+      if (token !== state.runToken) return;
+      setStatus("Failed.", "failed");
+      handleError(err);
+    } finally {
+      if (token === state.runToken) {
+        state.busy = false;
+        updatePredictButton();
+        $("#results").setAttribute("aria-busy", "false");
+      }
+    }
+  }
+
+  function isFinished(p) {
+    return p && (p.status === "succeeded" || p.status === "failed");
+  }
+
+  async function poll(prediction, token) {
+    const id = prediction.id;
+    if (!id) throw new Error("The server did not return a prediction id.");
+    const deadline = performance.now() + POLL_TIMEOUT_MS;
+    let current = prediction;
+    let failures = 0;
+    setStatus(...statusLabel(current));
+    while (!isFinished(current)) {
+      if (token !== state.runToken) return current;
+      if (performance.now() > deadline) {
+        throw new Error(`Still not finished after ${POLL_TIMEOUT_MS / 1000} s (prediction ${id}). Check Recent later.`);
+      }
+      await sleep(POLL_INTERVAL_MS);
+      try {
+        current = (await api("GET", `/predictions/${encodeURIComponent(id)}`)).data;
+        failures = 0;
+      } catch (err) {
+        // Ride out brief hiccups (network, 429/503) but give up on real errors.
+        const transient = err instanceof ApiError && (err.status === 0 || err.status === 429 || err.status >= 502);
+        if (!transient || ++failures > 10) throw err;
+        await sleep(err.retryAfter ? Math.min(err.retryAfter, 5) * 1000 : POLL_INTERVAL_MS);
+        continue;
+      }
+      if (token !== state.runToken) return current;
+      if (!isFinished(current)) setStatus(...statusLabel(current));
+    }
+    return current;
+  }
+
+  function doneText(p, elapsedMs) {
+    const results = p.results || [];
+    const model = p.model ? ` with ${p.model.name}:${p.model.version}` : "";
+    let what;
+    if (results.length === 1) {
+      what = `predicted ${results[0].digit} (${percent(results[0].confidence)})`;
+    } else {
+      what = `predicted ${results.map((r) => r.digit).join(", ")}`;
+    }
+    const t = p.timings || {};
+    const compute = typeof t.compute_ms === "number" ? `, compute ${formatMs(t.compute_ms)}` : "";
+    return `Done: ${what}${model} in ${formatMs(elapsedMs)}${compute}.`;
+  }
+
+  function formatMs(ms) {
+    return ms < 10 ? `${ms.toFixed(1)} ms` : ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
+  }
+
+  function percent(v) {
+    if (typeof v !== "number") return "–";
+    const p = v * 100;
+    return `${p >= 99.95 || p < 0.05 ? p.toFixed(0) : p.toFixed(1)}%`;
+  }
+
+  function revokeAll(urls) {
+    for (const u of urls) if (u) URL.revokeObjectURL(u);
+  }
+
+  function clearResults() {
+    revokeAll(state.resultUrls);
+    state.resultUrls = [];
+    $("#results").replaceChildren();
+    $("#results-empty").hidden = false;
+  }
+
+  /** Show a finished prediction; `inputs` are object URLs of what was sent (may be empty). */
+  function renderPrediction(prediction, inputs = []) {
+    clearResults();
+    state.resultUrls = inputs.slice();
+    const container = $("#results");
+    const results = prediction.results || [];
+    $("#results-empty").hidden = results.length > 0;
+    const header = document.createElement("p");
+    header.className = "results-meta muted small";
+    const bits = [];
+    if (prediction.model) bits.push(`${prediction.model.name}:${prediction.model.version}`);
+    if (prediction.created_at) bits.push(formatTime(prediction.created_at));
+    const t = prediction.timings || {};
+    if (typeof t.queue_ms === "number") bits.push(`queue ${formatMs(t.queue_ms)}`);
+    if (typeof t.compute_ms === "number") bits.push(`compute ${formatMs(t.compute_ms)}`);
+    header.textContent = bits.join(" · ");
+    if (bits.length) container.append(header);
+
+    results.forEach((r, i) => {
+      const index = typeof r.index === "number" ? r.index : i;
+      container.append(renderResult(prediction.id, r, index, inputs[index] || null, results.length));
+    });
+  }
+
+  function renderResult(predictionId, r, index, inputUrl, count) {
+    const card = document.createElement("article");
+    card.className = "result";
+    card.dataset.index = String(index);
+    card.dataset.testid = "result";
+    card.setAttribute("aria-label", `${count > 1 ? `Image ${index + 1}: ` : ""}predicted digit ${r.digit}, confidence ${percent(r.confidence)}`);
+
+    // Headline: the digit and the confidence.
+    const head = document.createElement("div");
+    head.className = "result-head";
+    const digit = document.createElement("div");
+    digit.className = "result-digit";
+    digit.textContent = String(r.digit);
+    const side = document.createElement("div");
+    side.className = "result-side";
+    if (count > 1) {
+      const label = document.createElement("div");
+      label.className = "result-label muted small";
+      label.textContent = `Image ${index + 1}`;
+      side.append(label);
+    }
+    const conf = document.createElement("div");
+    conf.className = "result-confidence";
+    conf.textContent = percent(r.confidence);
+    const confLabel = document.createElement("div");
+    confLabel.className = "muted small";
+    confLabel.textContent = "confidence";
+    side.append(conf, confLabel);
+    head.append(digit, side);
+
+    // What was sent, and what the network saw.
+    const images = document.createElement("div");
+    images.className = "result-images";
+    if (inputUrl) images.append(figure(inputUrl, "input", "Your image", "Your image as sent"));
+    if (r.preprocessed) {
+      const fig = figure(`data:image/png;base64,${r.preprocessed}`, "preprocessed", "Network input (28×28)",
+        "The 28 by 28 pixel image the network saw");
+      images.append(fig);
+    }
+    head.append(images);
+
+    card.append(head, probabilityChart(r), feedbackControl(predictionId, index, r.digit));
+    return card;
+  }
+
+  function figure(src, cls, caption, alt) {
+    const fig = document.createElement("figure");
+    fig.className = `result-figure figure-${cls}`;
+    const img = document.createElement("img");
+    img.className = cls;
+    img.src = src;
+    img.alt = alt;
+    img.width = 84;
+    img.height = 84;
+    const cap = document.createElement("figcaption");
+    cap.className = "muted small";
+    cap.textContent = caption;
+    fig.append(img, cap);
+    return fig;
+  }
+
+  function probabilityChart(r) {
+    const probs = Array.isArray(r.probabilities) ? r.probabilities : [];
+    const list = document.createElement("ol");
+    list.className = "probabilities";
+    list.setAttribute("aria-label", "Probability of each digit");
+    for (let d = 0; d < 10; d++) {
+      const p = typeof probs[d] === "number" ? probs[d] : 0;
+      const li = document.createElement("li");
+      li.className = "probability-bar";
+      if (d === r.digit) li.classList.add("is-top");
+      li.dataset.digit = String(d);
+      li.dataset.value = String(p);
+      li.title = `${d}: ${(p * 100).toFixed(2)}%`;
+      const track = document.createElement("span");
+      track.className = "bar-track";
+      track.setAttribute("aria-hidden", "true");
+      const fill = document.createElement("span");
+      fill.className = "bar-fill";
+      fill.style.height = `${Math.max(0, Math.min(1, p)) * 100}%`;
+      track.append(fill);
+      const label = document.createElement("span");
+      label.className = "bar-label";
+      label.textContent = String(d);
+      const sr = document.createElement("span");
+      sr.className = "visually-hidden";
+      sr.textContent = `: ${percent(p)}`;
+      label.append(sr);
+      li.append(track, label);
+      list.append(li);
+    }
+    return list;
+  }
+
+  function feedbackControl(predictionId, index, predicted) {
+    const box = document.createElement("div");
+    box.className = "feedback";
+    const toggle = document.createElement("button");
+    toggle.type = "button";
+    toggle.className = "button button-ghost small feedback-toggle";
+    toggle.textContent = "Wrong? Correct it";
+    toggle.setAttribute("aria-expanded", "false");
+    const panel = document.createElement("div");
+    panel.className = "feedback-panel";
+    panel.hidden = true;
+    const panelId = `feedback-${predictionId}-${index}`.replace(/[^A-Za-z0-9_-]/g, "_");
+    panel.id = panelId;
+    toggle.setAttribute("aria-controls", panelId);
+    const prompt = document.createElement("p");
+    prompt.className = "small";
+    prompt.id = `${panelId}-label`;
+    prompt.textContent = "What digit is it?";
+    const group = document.createElement("div");
+    group.className = "feedback-digits";
+    group.setAttribute("role", "group");
+    group.setAttribute("aria-labelledby", prompt.id);
+    const note = document.createElement("p");
+    note.className = "feedback-status small";
+    note.setAttribute("role", "status");
+    note.setAttribute("aria-live", "polite");
+
+    const buttons = [];
+    for (let d = 0; d < 10; d++) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "feedback-digit";
+      b.dataset.digit = String(d);
+      b.textContent = String(d);
+      b.setAttribute("aria-pressed", "false");
+      b.setAttribute("aria-label", `It is a ${d}`);
+      b.addEventListener("click", async () => {
+        for (const x of buttons) x.disabled = true;
+        note.textContent = "Saving…";
+        try {
+          await api("POST", `/predictions/${encodeURIComponent(predictionId)}/feedback`, { json: { index, label: d } });
+          for (const x of buttons) x.setAttribute("aria-pressed", x === b ? "true" : "false");
+          note.textContent = d === predicted
+            ? `Thanks — confirmed as ${d}.`
+            : `Thanks — recorded as ${d}. It will help the next training run.`;
+        } catch (err) {
+          note.textContent = "";
+          handleError(err);
+        } finally {
+          for (const x of buttons) x.disabled = false;
+        }
+      });
+      buttons.push(b);
+      group.append(b);
+    }
+    toggle.addEventListener("click", () => {
+      const open = panel.hidden;
+      panel.hidden = !open;
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+      if (open) buttons[0].focus();
+    });
+    panel.append(prompt, group, note);
+    box.append(toggle, panel);
+    return box;
+  }
+
+  /* ------------------------------------------------------------------ */
+  /* Recent predictions                                                  */
+  /* ------------------------------------------------------------------ */
+
+  function parseTime(value) {
+    if (!value) return null;
+    let s = String(value);
+    // A timestamp without an offset is UTC.
+    if (/T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/.test(s)) s += "Z";
+    const t = Date.parse(s);
+    return Number.isNaN(t) ? null : new Date(t);
+  }
+
+  function formatTime(value) {
+    const d = parseTime(value);
+    if (!d) return "";
+    const secs = Math.round((Date.now() - d.getTime()) / 1000);
+    if (secs < 10) return "just now";
+    if (secs < 60) return `${secs} s ago`;
+    if (secs < 3600) return `${Math.floor(secs / 60)} min ago`;
+    const sameDay = new Date().toDateString() === d.toDateString();
+    return sameDay
+      ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+      : d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  }
+
+  let recentRequest = 0;
+
+  async function loadRecent() {
+    const mine = ++recentRequest;
+    try {
+      const { data } = await api("GET", `/predictions?limit=${RECENT_LIMIT}`);
+      if (mine !== recentRequest || !state.user) return;
+      renderRecent((data && data.predictions) || []);
+    } catch (err) {
+      if (mine === recentRequest) handleError(err);
+    }
+  }
+
+  function renderRecent(predictions) {
+    const list = $("#recent");
+    list.replaceChildren();
+    $("#recent-empty").hidden = predictions.length > 0;
+    for (const p of predictions.slice(0, RECENT_LIMIT)) {
+      const li = document.createElement("li");
+      li.className = "recent-item";
+      li.dataset.id = p.id;
+      li.dataset.status = p.status;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "recent-button";
+
+      const digits = document.createElement("span");
+      digits.className = "recent-digits";
+      const results = p.results || [];
+      if (p.status === "succeeded" && results.length) {
+        const shown = results.slice(0, 4).map((r) => r.digit).join(" ");
+        digits.textContent = results.length > 4 ? `${shown} …` : shown;
+      } else {
+        digits.textContent = p.status === "failed" ? "✕" : "…";
+        digits.classList.add("is-pending");
+      }
+      const meta = document.createElement("span");
+      meta.className = "recent-meta";
+      const model = document.createElement("span");
+      model.className = "recent-model";
+      model.textContent = p.model ? `${p.model.name}:${p.model.version}` : "";
+      const when = document.createElement("time");
+      when.className = "recent-time muted small";
+      when.dateTime = p.created_at || "";
+      const d = parseTime(p.created_at);
+      if (d) when.title = d.toLocaleString();
+      when.textContent = formatTime(p.created_at);
+      meta.append(model, when);
+      if (p.status !== "succeeded") {
+        const st = document.createElement("span");
+        st.className = `recent-status muted small status-${p.status}`;
+        st.textContent = p.status;
+        meta.append(st);
+      }
+      const summary = p.status === "succeeded" && results.length
+        ? `Predicted ${results.map((r) => r.digit).join(", ")}`
+        : `Prediction ${p.status}`;
+      button.setAttribute("aria-label", `${summary}, ${model.textContent}, ${when.textContent}. Show details.`);
+      button.append(digits, meta);
+      button.addEventListener("click", () => showStored(p.id));
+      li.append(button);
+      list.append(li);
+    }
+  }
+
+  async function showStored(id) {
+    clearError();
+    try {
+      const { data } = await api("GET", `/predictions/${encodeURIComponent(id)}?include=preprocessed`);
+      if (data.status === "failed") {
+        clearResults();
+        showError(data.error || "That prediction failed.");
+        return;
+      }
+      if (!isFinished(data)) {
+        setStatus(...statusLabel(data));
+        return;
+      }
+      renderPrediction(data, []);
+      setStatus(`Showing ${data.model ? `${data.model.name}:${data.model.version} ` : ""}prediction from ${formatTime(data.created_at) || "earlier"}.`, "done");
+      $("#results-title").scrollIntoView({ block: "nearest", behavior: "smooth" });
+    } catch (err) {
+      handleError(err);
+    }
+  }
+
+  /* ------------------------------------------------------------------ */
+  /* Wiring                                                              */
+  /* ------------------------------------------------------------------ */
+
+  function init() {
+    $("#login-form").addEventListener("submit", onAuthSubmit);
+    $("#register-submit").addEventListener("click", () => {
+      $("#login-password").setAttribute("autocomplete", "new-password");
+    });
+    $("#login-submit").addEventListener("click", () => {
+      $("#login-password").setAttribute("autocomplete", "current-password");
+    });
+    $("#logout").addEventListener("click", onLogout);
+    $("#error-dismiss").addEventListener("click", clearError);
+
+    const c = canvas();
+    resizeCanvas();
+    c.addEventListener("pointerdown", onPointerDown);
+    c.addEventListener("pointermove", onPointerMove);
+    c.addEventListener("pointerup", onPointerUp);
+    c.addEventListener("pointercancel", onPointerUp);
+    c.addEventListener("lostpointercapture", onPointerUp);
+    c.addEventListener("keydown", onCanvasKey);
+    c.addEventListener("blur", () => { $("#pen-cursor").hidden = true; });
+    c.addEventListener("contextmenu", (e) => e.preventDefault());
+    $("#clear").addEventListener("click", () => { clearCanvas(); clearError(); });
+    // Redraw crisply when the page moves to a screen with another pixel ratio (or zoom changes).
+    window.addEventListener("resize", () => resizeCanvas());
+
+    const input = $("#file-input");
+    input.addEventListener("change", () => {
+      addFiles(input.files);
+      input.value = "";   // choosing the same file again still fires "change"
+    });
+    $("#clear-files").addEventListener("click", () => { clearFiles(); input.focus(); });
+    setupDropzone();
+
+    $("#predict").addEventListener("click", onPredict);
+    $("#recent-refresh").addEventListener("click", () => loadRecent());
+    // Keep the relative times fresh.
+    setInterval(() => {
+      for (const t of document.querySelectorAll("#recent time[datetime]")) {
+        t.textContent = formatTime(t.dateTime);
+      }
+    }, 30000);
+
+    boot();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", init);
+  } else {
+    init();
+  }
+})();
