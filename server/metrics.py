@@ -27,7 +27,7 @@ class RedisHistogram:
     def family(self, client: redis.Redis, name: str, documentation: str) -> HistogramMetricFamily:
         raw = {k.decode(): float(v) for k, v in client.hgetall(self.key).items()}
         count = raw.get("count", 0.0)
-        buckets = [(str(b), raw.get(f"le:{b}", 0.0)) for b in self.buckets] + [("+Inf", count)]
+        buckets = [(str(float(b)), raw.get(f"le:{b}", 0.0)) for b in self.buckets] + [("+Inf", count)]
         family = HistogramMetricFamily(name, documentation)
         family.add_metric([], buckets, raw.get("sum", 0.0))
         return family

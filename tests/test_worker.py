@@ -1,0 +1,116 @@
+"""Real worker processes against the real MariaDB and Redis."""
+import datetime as dt
+import signal
+
+import pytest
+
+from conftest import wait_for_worker, wait_until
+from server import jobs, predictions
+from server.db import Prediction, unit_of_work, utcnow
+
+pytestmark = pytest.mark.slow
+
+
+def status_of(services, prediction_id):
+    with unit_of_work(services.sessions) as session:
+        return session.get(Prediction, prediction_id).status
+
+
+def submit(services, png, model=None, wait=0.0):
+    document, created = predictions.submit(services, None, predictions.Submission([png], model=model, wait=wait))
+    assert created
+    return document
+
+
+def all_succeeded(services, ids):
+    return all(status_of(services, pid) == "succeeded" for pid in ids)
+
+
+def test_submit_queued_then_succeeded_by_a_worker_process(services, registered_mlp, digit_pngs, start_worker):
+    document = submit(services, digit_pngs[2])
+    assert document["status"] == "queued"
+    start_worker()
+    wait_until(lambda: status_of(services, document["id"]) == "succeeded", 90, what="the job to finish")
+    done = predictions.get(services, None, document["id"])
+    assert done["results"][0]["digit"] == 2
+    assert done["attempts"] == 1
+
+
+def test_wait_blocks_on_the_result_notice(services, registered_mlp, digit_pngs, start_worker):
+    start_worker()
+    wait_for_worker(services)
+    document = submit(services, digit_pngs[6], wait=20)
+    assert document["status"] == "succeeded" and document["results"][0]["digit"] == 6
+
+
+def test_worker_killed_mid_queue_loses_nothing(services, registered_mlp, digit_pngs, start_worker):
+    ids = [submit(services, digit_pngs[d % 10])["id"] for d in range(40)]
+    first = start_worker(JOB_TIMEOUT="3")
+    wait_until(lambda: any(status_of(services, pid) == "succeeded" for pid in ids), 90, 0.02, "a first result")
+    first.stop(signal.SIGKILL)  # no warm shutdown: whatever it was running is orphaned
+    assert not all_succeeded(services, ids), "the worker finished everything before it was killed"
+    start_worker(JOB_TIMEOUT="3")
+    wait_until(lambda: all_succeeded(services, ids), 120, 0.2, "every prediction to succeed")
+    digits = [predictions.get(services, None, pid)["results"][0]["digit"] for pid in ids]
+    assert sum(d == i % 10 for i, d in enumerate(digits)) >= 36
+
+
+def test_activating_a_new_version_switches_without_restart(services, registered_mlp, tiny_mlp_file, digit_pngs,
+                                                           start_worker):
+    worker = start_worker()
+    wait_for_worker(services)
+    assert submit(services, digit_pngs[1], wait=20)["model"]["version"] == 1
+    services.registry.register("mlp", "mlp", tiny_mlp_file, activate=True)
+    wait_until(lambda: "loaded mlp:2 (newly active)" in worker.output(), 30, 0.2, "the worker to load mlp:2")
+    document = submit(services, digit_pngs[1], wait=20)
+    assert document["status"] == "succeeded"
+    assert document["model"] == {"name": "mlp", "version": 2}
+    assert worker.popen.poll() is None
+    pinned = submit(services, digit_pngs[1], model="mlp:1", wait=20)
+    assert pinned["model"]["version"] == 1 and pinned["status"] == "succeeded"
+
+
+def test_a_job_run_twice_writes_one_result(services, registered_mlp, digit_pngs, run_jobs):
+    document = submit(services, digit_pngs[9])
+    run_jobs()
+    first = predictions.get(services, None, document["id"])
+    assert jobs.run_prediction(document["id"]) == "succeeded"  # the job delivered again
+    again = predictions.get(services, None, document["id"])
+    assert again == first and again["attempts"] == 1
+
+
+def test_sweep_requeues_lost_jobs_and_fails_exhausted_ones(services, registered_mlp, digit_pngs, run_jobs):
+    lost = submit(services, digit_pngs[4])["id"]
+    exhausted = submit(services, digit_pngs[5])["id"]
+    services.queue.empty()  # both jobs vanish, as after a Redis restart or a killed worker
+    long_ago = utcnow() - dt.timedelta(minutes=10)
+    with unit_of_work(services.sessions) as session:
+        row = session.get(Prediction, lost)
+        row.status, row.started_at, row.attempts = "running", long_ago, 1
+        row = session.get(Prediction, exhausted)
+        row.created_at, row.attempts = long_ago, services.settings.job_retries + 1
+    assert jobs.sweep(services) == {"requeued": 1, "failed": 1}
+    assert status_of(services, exhausted) == "failed"
+    assert "lost" in predictions.get(services, None, exhausted)["error"]
+    run_jobs()
+    assert status_of(services, lost) == "succeeded"
+    assert jobs.sweep(services) == {"requeued": 0, "failed": 0}
+
+
+def test_a_broken_model_file_fails_the_prediction_with_a_reason(services, digit_pngs, run_jobs, tmp_path):
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a keras file")
+    services.registry.register("mlp", "mlp", broken, activate=True)
+    document = submit(services, digit_pngs[0])
+    run_jobs()
+    failed = predictions.get(services, None, document["id"])
+    assert failed["status"] == "failed" and failed["error"]
+
+
+def test_worker_metrics_are_shared_through_redis(app, services, registered_mlp, digit_pngs, run_jobs):
+    submit(services, digit_pngs[3])
+    run_jobs()
+    text = app.get("/metrics").text
+    assert 'digitserve_jobs_total{outcome="succeeded"} 1.0' in text
+    assert "digitserve_inference_seconds_count 1.0" in text
+    assert 'digitserve_batch_size_bucket{le="1.0"} 1.0' in text
