@@ -17,7 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from server import signing
@@ -228,14 +228,21 @@ def _key_principal(services: Services, key_id: str) -> tuple[Principal, str] | N
         if found is None or found[0].revoked_at is not None:
             return None
         key, user = found
-        now = utcnow()
-        if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 1:
-            key.last_used_at = now
         try:
             secret = _fernet(services.settings.secret_key).decrypt(key.secret_encrypted.encode()).decode()
         except InvalidToken:
             return None  # encrypted under another SECRET_KEY
         return Principal(user.id, user.email, user.role, "signature", key.key_id, tuple(key.scopes)), secret
+
+
+def _mark_used(services: Services, key_id: str) -> None:
+    """Record a successful use of a key (not a failed attempt with its id); at most once a second."""
+    now = utcnow()
+    with unit_of_work(services.sessions) as session:
+        session.execute(update(ApiKey).where(
+            ApiKey.key_id == key_id,
+            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - dt.timedelta(seconds=1)),
+        ).values(last_used_at=now))
 
 
 def verify_signature(services: Services, method: str, path: str, query: str, headers, body: bytes) -> Principal:
@@ -269,6 +276,7 @@ def verify_signature(services: Services, method: str, path: str, query: str, hea
         raise unavailable("the replay store is unreachable; refusing signed requests") from None
     if not fresh:
         raise unauthorized("this nonce was already used (replayed request)", "replayed")
+    _mark_used(services, key_id)
     return found[0]
 
 
@@ -278,6 +286,7 @@ def verify_bearer(services: Services, token: str) -> Principal:
     if found is None or not hmac.compare_digest(found[1].encode(), secret.encode()):
         raise unauthorized("the bearer key is not valid", "bad_key")
     principal = found[0]
+    _mark_used(services, key_id)
     return Principal(principal.user_id, principal.email, principal.role, "bearer", principal.key_id, principal.scopes)
 
 

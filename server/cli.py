@@ -112,6 +112,13 @@ def cmd_run(args, settings: Settings) -> int:
     return run_all(settings.with_secret() if not settings.production else settings)
 
 
+def cmd_init(args, settings: Settings) -> int:
+    from server.server import prepare
+
+    prepare(settings)
+    return 0
+
+
 def cmd_users(args, settings: Settings) -> int:
     import getpass
     import os
@@ -190,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a prediction worker")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     worker.set_defaults(func=cmd_worker)
+    init = sub.add_parser("init", help="migrate and make sure a model is active (trains the default MLP if none)")
+    init.set_defaults(func=cmd_init)
     run = sub.add_parser("run", help="migrate, train a default model if none, start web + worker")
     run.set_defaults(func=cmd_run)
 

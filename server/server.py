@@ -90,29 +90,41 @@ def _digitserve(*args: str) -> list[str]:
     return [sys.executable, "-m", "server.cli", *args]
 
 
-def run_all(settings: Settings) -> int:
-    """Migrate, train a default model when none is registered, then run web + worker until Ctrl-C."""
+def prepare(settings: Settings, train_args: tuple[str, ...] = ()) -> None:
+    """`digitserve init`: migrate, then make sure a model is active (training the default MLP if none exists)."""
     settings.var_dir.mkdir(parents=True, exist_ok=True)
+    services = build(settings)
+    try:
+        wait_for_database(services.engine, timeout=60)
+        migrate.upgrade(settings.database_url)
+        if services.registry.active_versions():
+            return
+        registered = services.registry.list()
+        if registered:
+            latest = max(registered, key=lambda v: v.created_at)
+            services.registry.activate(latest.name, latest.version)
+            print(f"no active model: activated {latest.name}:{latest.version}")
+            return
+        print("no model registered yet: training the default MLP on MNIST (a few minutes)")
+        env = {**os.environ, "DATABASE_URL": settings.database_url, "MNIST_DIR": str(settings.mnist_dir),
+               "MODEL_CACHE_DIR": str(settings.model_cache_dir)}
+        subprocess.run(_digitserve("train", "mlp", "--activate", *train_args), env=env, check=True)
+    finally:
+        services.close()
+
+
+def run_all(settings: Settings) -> int:
+    """`digitserve run`: prepare, then the web server and a worker until Ctrl-C - what compose runs, in one go."""
     redis_process = ensure_redis(settings)
     env = {**os.environ, "SECRET_KEY": settings.secret_key, "DATABASE_URL": settings.database_url,
-           "REDIS_URL": settings.redis_url, "MNIST_DIR": str(settings.mnist_dir)}
+           "REDIS_URL": settings.redis_url, "MNIST_DIR": str(settings.mnist_dir),
+           "MODEL_CACHE_DIR": str(settings.model_cache_dir)}
     children: list[subprocess.Popen] = []
     try:
-        migrate.upgrade(settings.database_url)
-        services = build(settings)
-        if not services.registry.active_versions():
-            registered = services.registry.list()
-            if registered:
-                latest = max(registered, key=lambda v: v.created_at)
-                services.registry.activate(latest.name, latest.version)
-                print(f"no active model: activated {latest.name}:{latest.version}")
-            else:
-                print("no model registered yet: training the default MLP on MNIST (a few minutes)")
-                subprocess.run(_digitserve("train", "mlp", "--activate"), env=env, check=True)
-        services.close()
+        prepare(settings)
         children.append(subprocess.Popen(_digitserve("worker"), env=env))
         children.append(subprocess.Popen(_digitserve("serve"), env=env))
-        print(f"DigitServe is running at http://{settings.host}:{settings.port}/  (Ctrl-C to stop)")
+        print(f"DigitServe is running at http://{settings.host}:{settings.port}/  (Ctrl-C to stop)", flush=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
@@ -137,4 +149,4 @@ def run_all(settings: Settings) -> int:
         if redis_process is not None:
             redis_process.terminate()
             redis_process.wait(timeout=10)
-        print("stopped")
+        print("stopped", flush=True)

@@ -1,0 +1,143 @@
+"""The `digitserve` command: training, the model registry, init, the one-command run, compose."""
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, Process, free_port, process_env, wait_until
+from server.cli import build_parser, main
+
+
+@pytest.fixture
+def cli_env(monkeypatch, settings):
+    for name, value in process_env(settings).items():
+        monkeypatch.setenv(name, value)
+    return settings
+
+
+def test_train_registers_and_activates_a_version(cli_env, services, capsys):
+    assert main(["train", "softmax", "--limit", "3000", "--epochs", "2", "--activate", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"registered softmax:1 \(active\), test accuracy 0\.\d+", out)
+    info = services.registry.get("softmax")
+    assert info.test_accuracy > 0.6  # chance is 0.1
+    assert info.hyperparameters["limit"] == 3000 and len(info.confusion_matrix) == 10
+    assert len(info.curves["loss"]) == info.hyperparameters["epochs_run"]
+    assert info.dataset_sha256 and info.train_seconds > 0
+
+
+def test_models_list_show_activate_delete(cli_env, services, tiny_mlp_file, capsys):
+    assert main(["models", "list"]) == 0
+    assert "no models registered" in capsys.readouterr().out
+    services.registry.register("mlp", "mlp", tiny_mlp_file, test_accuracy=0.95, activate=True)
+    services.registry.register("mlp", "mlp", tiny_mlp_file, test_accuracy=0.96)
+    assert main(["models", "list"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert rows[0][:4] == ["mlp", "1", "mlp", "yes"] and rows[1][:3] == ["mlp", "2", "mlp"]
+    assert main(["models", "activate", "mlp", "2"]) == 0
+    assert services.registry.get("mlp").version == 2
+    assert main(["models", "delete", "mlp", "2"]) == 1
+    assert "active version" in capsys.readouterr().err
+    assert main(["models", "delete", "mlp", "1"]) == 0
+    assert main(["models", "show", "mlp"]) == 0
+    assert '"version": 2' in capsys.readouterr().out
+    assert main(["models", "show", "nope"]) == 1
+
+
+def test_users_create_admin(cli_env, services, monkeypatch, capsys):
+    monkeypatch.setenv("DIGITSERVE_PASSWORD", "a-long-admin-password-1")
+    assert main(["users", "create", "root@example.com", "--admin"]) == 0
+    assert "created admin root@example.com" in capsys.readouterr().out
+    assert main(["users", "create", "root@example.com"]) == 1
+
+
+def test_db_upgrade_and_downgrade_on_sqlite(tmp_path, monkeypatch, capsys):
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert main(["db", "upgrade"]) == 0
+    assert main(["db", "downgrade", "0001"]) == 0
+    engine = sa.create_engine(url)
+    assert "users" not in sa.inspect(engine).get_table_names()
+    assert main(["db", "upgrade"]) == 0
+    assert "users" in sa.inspect(engine).get_table_names()
+    engine.dispose()
+
+
+def test_prepare_trains_the_default_model_when_none_is_registered(settings, services):
+    from server.server import prepare
+
+    prepare(settings, train_args=("--limit", "2000", "--epochs", "1", "--quiet"))
+    assert services.registry.get("mlp").version == 1
+    prepare(settings)  # idempotent: nothing new is trained
+    assert [v.version for v in services.registry.list()] == [1]
+
+
+@pytest.mark.slow
+def test_run_starts_web_and_worker_and_stops_on_ctrl_c(settings, tiny_mlp_file, tmp_path, redis_prefix):
+    """`digitserve run` on SQLite (the local default) with the tiny model already registered."""
+    from server.bootstrap import build
+    from server.migrate import upgrade
+
+    sqlite = settings.replace(database_url=f"sqlite:///{tmp_path / 'var' / 'digitserve.db'}", port=free_port())
+    upgrade(sqlite.database_url)
+    local = build(sqlite)
+    local.registry.register("mlp", "mlp", tiny_mlp_file, activate=True)
+    local.close()
+    env = process_env(sqlite)
+    del env["SECRET_KEY"]  # generated into var/secret_key for a local run
+    run = Process(["run"], env, tmp_path / "run.log")
+    url = f"http://127.0.0.1:{sqlite.port}/readyz"
+
+    def ready():
+        try:
+            return urllib.request.urlopen(url, timeout=2).status == 200
+        except Exception:
+            return False
+
+    try:
+        wait_until(ready, 90, 0.3, "`digitserve run` to be ready")
+        assert f"running at http://127.0.0.1:{sqlite.port}/" in run.output()
+        assert (tmp_path / "var" / "secret_key").stat().st_mode & 0o777 == 0o600
+    finally:
+        code = run.stop(signal.SIGINT)
+    assert code == 0, run.output()
+    assert run.output().rstrip().endswith("stopped")
+
+
+def test_compose_runs_the_same_commands_as_the_local_run():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"mysql", "redis", "init", "web", "worker"} <= set(services)
+    parser = build_parser()
+    commands = {name: services[name]["command"] for name in ("init", "web", "worker")}
+    assert commands == {"init": ["init"], "web": ["serve"], "worker": ["worker"]}
+    for argv in commands.values():
+        parser.parse_args(argv)  # each is a real subcommand
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["digitserve"]' in dockerfile
+    for name in ("web", "worker", "init"):
+        env = services[name]["environment"]
+        assert env["DATABASE_URL"].startswith("mysql+pymysql://") and "@mysql:3306/" in env["DATABASE_URL"]
+        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert env["DIGITSERVE_ENV"] == "production" and "SECRET_KEY" in env
+    assert services["web"]["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    assert services["worker"]["deploy"]["replicas"] >= 1
+    assert "8080:8080" in services["web"]["ports"]
+    for copied in re.findall(r"^COPY (\S+) ", dockerfile, re.M):
+        assert (ROOT / copied).exists(), copied
+    makefile = (ROOT / "Makefile").read_text()
+    assert "digitserve run" in makefile
+
+
+def test_production_refuses_a_placeholder_secret(monkeypatch, capsys):
+    monkeypatch.setenv("DIGITSERVE_ENV", "production")
+    monkeypatch.setenv("SECRET_KEY", "changeme")
+    assert main(["models", "list"]) == 2
+    assert "SECRET_KEY" in capsys.readouterr().err
