@@ -11,6 +11,7 @@ from pathlib import Path
 import cherrypy
 import jinja2
 import redis
+from PIL import Image
 from sqlalchemy import text
 
 from server import api, auth, v2
@@ -226,6 +227,8 @@ def _json_error_page(status, message, traceback, version):
 def create_app(settings: Settings, services: Services | None = None) -> cherrypy.Application:
     """Build the WSGI application; nothing connects until the first request."""
     services = services or build(settings)
+    # Pillow's own bomb guard at our limit too (its warning is turned into a 413 by preprocess)
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
     app = App(services)
     config = {
         "/": {

@@ -45,6 +45,7 @@ def cmd_train(args, settings: Settings) -> int:
         seed=args.seed,
         activate=args.activate,
         progress=not args.quiet,
+        use_feedback=args.with_feedback,
     )
     state = "active" if info.active else "not active"
     print(f"registered {info.name}:{info.version} ({state}), test accuracy {info.test_accuracy:.4f}, "
@@ -177,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--activate", action="store_true", help="serve this version")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--with-feedback", action="store_true",
+                       help="add the images users corrected (with their labels) to the training set")
     train.set_defaults(func=cmd_train)
 
     models = sub.add_parser("models", help="list, show, activate or delete model versions")

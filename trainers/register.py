@@ -1,12 +1,42 @@
 """Train a network on MNIST and register it as a new model version."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import tempfile
 from pathlib import Path
 
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
 from models.registry import ModelRegistry, VersionInfo
+from server.db import PredictionImage, unit_of_work
+from server.preprocess import from_png
 from server.settings import Settings
-from trainers.mnist import load_mnist
+from trainers.mnist import MnistData, load_mnist
+
+
+def feedback_examples(sessions: sessionmaker[Session]) -> tuple[np.ndarray, np.ndarray]:
+    """Users' corrections: the 28x28 images the network saw, with the label the user gave."""
+    with unit_of_work(sessions) as session:
+        rows = session.execute(
+            select(PredictionImage.preprocessed_png, PredictionImage.feedback_label)
+            .where(PredictionImage.feedback_label.is_not(None))
+            .order_by(PredictionImage.feedback_at)
+        ).all()
+    if not rows:
+        return np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.uint8)
+    return np.stack([from_png(png) for png, _ in rows]), np.array([label for _, label in rows], np.uint8)
+
+
+def with_feedback(data: MnistData, images: np.ndarray, labels: np.ndarray) -> MnistData:
+    """MNIST plus the feedback examples, placed first so a --limit slice and training always see them."""
+    if not len(images):
+        return data
+    digest = hashlib.sha256(data.sha256.encode() + images.tobytes() + labels.tobytes()).hexdigest()
+    return dataclasses.replace(data, x_train=np.concatenate([images, data.x_train]),
+                               y_train=np.concatenate([labels, data.y_train]), sha256=digest)
 
 
 def train_and_register(
@@ -22,10 +52,15 @@ def train_and_register(
     activate: bool = False,
     progress: bool = True,
     overrides: dict | None = None,
+    use_feedback: bool = False,
 ) -> VersionInfo:
     from trainers.train import train  # TensorFlow loads here, not at CLI start-up
 
     data = load_mnist(settings.mnist_dir, mirrors=settings.mnist_mirrors, progress=progress)
+    feedback_count = 0
+    if use_feedback:
+        images, labels = feedback_examples(registry.sessions)
+        data, feedback_count = with_feedback(data, images, labels), len(labels)
     result = train(
         family, data, epochs=epochs, batch_size=batch_size, limit=limit, seed=seed,
         progress=progress, overrides=overrides,
@@ -37,7 +72,7 @@ def train_and_register(
             name or family,
             family,
             path,
-            hyperparameters=result.hyperparameters,
+            hyperparameters={**result.hyperparameters, "feedback_examples": feedback_count},
             dataset_sha256=data.sha256,
             test_accuracy=result.test_accuracy,
             metrics=result.metrics,
