@@ -174,11 +174,7 @@ class ModelRegistry:
                     raise ModelNotFound(f"model {name!r} has no active version")
                 row = session.get(ModelVersion, version_id)
             else:
-                row = session.scalar(
-                    select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == int(version))
-                )
-            if row is None or row.status == "deleted":
-                raise ModelNotFound(f"model {name!r} has no version {version}")
+                row = self._version_row(session, name, int(version))
             return self._info(row, active.get(name))
 
     def get_by_id(self, version_id: int) -> VersionInfo:
@@ -208,25 +204,26 @@ class ModelRegistry:
             current.activated_at = utcnow()
         session.flush()
 
+    @staticmethod
+    def _version_row(session: Session, name: str, version: int) -> ModelVersion:
+        row = session.scalar(
+            select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == int(version))
+        )
+        if row is None or row.status == "deleted":
+            raise ModelNotFound(f"model {name!r} has no version {version}")
+        return row
+
     def activate(self, name: str, version: int) -> VersionInfo:
         """Promote a version, or roll back to an earlier one."""
         with unit_of_work(self.sessions) as session:
-            row = session.scalar(
-                select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == int(version))
-            )
-            if row is None or row.status == "deleted":
-                raise ModelNotFound(f"model {name!r} has no version {version}")
+            row = self._version_row(session, name, version)
             self._set_active(session, name, row.id)
             return self._info(row, row.id)
 
     def delete(self, name: str, version: int) -> None:
         """Soft-delete a version (predictions keep pointing at it); its file goes when unused."""
         with unit_of_work(self.sessions) as session:
-            row = session.scalar(
-                select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == int(version))
-            )
-            if row is None or row.status == "deleted":
-                raise ModelNotFound(f"model {name!r} has no version {version}")
+            row = self._version_row(session, name, version)
             if self._active_ids(session).get(name) == row.id:
                 raise RegistryError(
                     f"{name}:{version} is the active version; activate another version first"

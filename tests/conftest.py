@@ -1,6 +1,7 @@
 """Shared fixtures: real MariaDB and Redis, a clean state per test, tiny trained models."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -46,20 +47,29 @@ def mnist(mnist_dir):
     return load_mnist(mnist_dir, download=False, progress=False)
 
 
-@pytest.fixture(scope="session")
-def mysql_url():
-    """A fresh MariaDB database for this test session, migrated to head."""
+@contextlib.contextmanager
+def scratch_database(prefix: str):
+    """A new MariaDB database migrated to head, dropped afterwards."""
     wait_for_port("127.0.0.1", 3306)
-    name = f"ds_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     server = sa.create_engine(MYSQL_SERVER_URL)
     with server.connect() as conn:
         conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
     url = f"{MYSQL_SERVER_URL}/{name}?charset=utf8mb4"
-    migrate.upgrade(url)
-    yield url
-    with server.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-    server.dispose()
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        with server.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        server.dispose()
+
+
+@pytest.fixture(scope="session")
+def mysql_url():
+    """A fresh MariaDB database for this test session, migrated to head."""
+    with scratch_database("ds_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -372,17 +382,15 @@ class LiveServer:
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory, tiny_mlp_file):
     """`digitserve serve` + `digitserve worker` on their own MariaDB database, with the tiny MLP active."""
+    with scratch_database("ds_live") as url:
+        yield from _live_server(url, tmp_path_factory, tiny_mlp_file)
+
+
+def _live_server(url, tmp_path_factory, tiny_mlp_file):
     import urllib.request
 
     from server.bootstrap import build
 
-    wait_for_port("127.0.0.1", 3306)
-    name = f"ds_live_{uuid.uuid4().hex[:10]}"
-    server = sa.create_engine(MYSQL_SERVER_URL)
-    with server.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
-    url = f"{MYSQL_SERVER_URL}/{name}?charset=utf8mb4"
-    migrate.upgrade(url)
     base = tmp_path_factory.mktemp("live")
     prefix = f"dslive:{uuid.uuid4().hex[:8]}:"
     settings = make_settings(url, prefix, base, port=free_port())
@@ -405,6 +413,3 @@ def live_server(tmp_path_factory, tiny_mlp_file):
         web.stop()
         worker.stop()
         services.close()
-        with server.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        server.dispose()
