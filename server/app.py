@@ -163,15 +163,18 @@ class App:
 
     def _read_body(self) -> bytes:
         request = cherrypy.request
-        if request.method in SAFE_METHODS:
-            return b""
         limit = self.settings.max_body_bytes
         length = request.headers.get("Content-Length")
         if length is not None:
             if not length.isdigit():
                 raise ApiError(400, "bad_request", "Content-Length must be a number")
+            # checked for every method: the HTTP server drains an unread body after the response,
+            # so a GET declaring gigabytes would otherwise be swallowed before the answer goes out
             if int(length) > limit:
                 raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes")
+        if request.method in SAFE_METHODS:
+            return b""
+        if length is not None:
             return request.rfile.read(int(length)) if int(length) else b""
         if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
             body = request.rfile.read(limit + 1)

@@ -10,6 +10,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 import redis
 from argon2 import PasswordHasher
@@ -111,11 +112,19 @@ def authenticate_password(services: Services, email, password) -> User:
     settings = services.settings
     fail_key = _login_fail_key(services, email)
     try:
-        failures = int(services.redis.get(fail_key) or 0)
-        if failures >= settings.login_max_failures:
-            retry = max(1, services.redis.ttl(fail_key))
+        # count the attempt before checking the password (atomic INCR), so guesses sent in
+        # parallel cannot all pass the check before any failure is recorded
+        pipe = services.redis.pipeline()
+        pipe.incr(fail_key)
+        pipe.ttl(fail_key)
+        attempts, ttl = pipe.execute()
+        if attempts > settings.login_max_failures:
+            if ttl < 0:
+                services.redis.expire(fail_key, settings.login_lockout_seconds)
+                ttl = settings.login_lockout_seconds
             raise ApiError(429, "too_many_attempts", "too many failed logins; try again later",
-                           {"Retry-After": str(retry)})
+                           {"Retry-After": str(max(1, ttl))})
+        services.redis.expire(fail_key, settings.login_lockout_seconds)
     except redis.RedisError:
         raise unavailable("the session store is unreachable") from None
     with unit_of_work(services.sessions) as session:
@@ -125,11 +134,7 @@ def authenticate_password(services: Services, email, password) -> User:
         ok = user is not None
     except (VerificationError, InvalidHashError):
         ok = False
-    if not ok:
-        pipe = services.redis.pipeline()
-        pipe.incr(fail_key)
-        pipe.expire(fail_key, settings.login_lockout_seconds)
-        pipe.execute()
+    if not ok:  # the failure was counted above
         raise unauthorized("email or password is wrong", "invalid_credentials")
     services.redis.delete(fail_key)
     return user
@@ -250,6 +255,10 @@ def verify_signature(services: Services, method: str, path: str, query: str, hea
     if not match:
         raise unauthorized("Authorization must be: DS1-HMAC-SHA256 KeyId=<key_id>,Signature=<hex>")
     key_id, signature = match.group(1), match.group(2).lower()
+    names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
+    if len(names) != len(set(names)):
+        # the canonical query sorts pairs, so the order of repeated names would not be signed
+        raise unauthorized("a signed request must not repeat a query parameter")
     date, nonce = headers.get("X-DS-Date", ""), headers.get("X-DS-Nonce", "")
     content_sha = headers.get("X-DS-Content-SHA256", "").lower()
     try:
