@@ -34,6 +34,8 @@ def serve(settings: Settings) -> int:
         "server.socket_port": settings.port,
         "server.thread_pool": settings.web_threads,
         "server.socket_queue_size": 128,
+        # the app answers 413 itself from Content-Length; this also bounds chunked bodies
+        "server.max_request_body_size": settings.max_body_bytes + 1024 * 1024,
         "engine.autoreload.on": False,
         "log.screen": settings.log_requests,
         "checker.on": False,

@@ -3,7 +3,7 @@
 ``train(family, data)`` slices the training set (``limit``), holds out a
 validation split from its end, builds the network (for "dbn": greedy RBM
 pretraining first, see ``models.dbn``), fits it with Adam (cosine schedule,
-early stopping on validation accuracy with the best weights restored), then
+early stopping on validation accuracy with the best epoch's weights restored), then
 evaluates on the test set. Runs are deterministic for a given seed
 (``keras.utils.set_random_seed`` + TensorFlow op determinism).
 """
@@ -146,6 +146,39 @@ class _Tqdm(keras.callbacks.Callback):
             self.bar = None
 
 
+class BestWeights(keras.callbacks.Callback):
+    """Early stopping on a validation metric with the best weights restored at
+    the end. Unlike ``keras.callbacks.EarlyStopping`` a tie counts as an
+    improvement, so among equally accurate epochs the later (better annealed)
+    weights are kept; 5000 validation images tie often near the top."""
+
+    def __init__(self, monitor: str = "val_accuracy", mode: str = "max", patience: int = 5):
+        super().__init__()
+        self.monitor, self.mode, self.patience = monitor, mode, int(patience)
+        self.best: float | None = None
+        self.best_epoch = -1
+        self.best_weights = None
+        self.wait = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        better = self.best is None or (value >= self.best if self.mode == "max" else value <= self.best)
+        if better:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            self.best_weights = self.model.get_weights()
+        else:
+            self.wait += 1
+            if self.patience > 0 and self.wait >= self.patience:
+                self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
 def _json_hp(hp: dict) -> dict:
     out = {}
     for k, v in hp.items():
@@ -220,10 +253,9 @@ def train(family: str, data: Any, *, epochs: int | None = None, batch_size: int 
     )
     callbacks: list[keras.callbacks.Callback] = []
     validation = (x_val, y_val_1h) if n_val > 0 else None
-    if validation is not None and int(hp.get("early_stopping_patience") or 0) > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=int(hp["early_stopping_patience"]),
-            restore_best_weights=True))
+    if validation is not None:
+        # patience 0 = no early stop, but the best epoch's weights are still restored
+        callbacks.append(BestWeights("val_accuracy", "max", int(hp.get("early_stopping_patience") or 0)))
     if progress:
         callbacks.append(_Tqdm(family, epochs_n, steps))
     history = model.fit(x_train, y_train_1h, batch_size=bs, epochs=epochs_n, validation_data=validation,
