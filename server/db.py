@@ -114,6 +114,7 @@ class Prediction(Base):
     __table_args__ = (
         UniqueConstraint("user_id", "idempotency_key", name="uq_predictions_idempotency"),
         Index("ix_predictions_user_created", "user_id", "created_at"),
+        Index("ix_predictions_status_created", "status", "created_at"),  # the workers' sweep
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     user_id: Mapped[int | None] = mapped_column(

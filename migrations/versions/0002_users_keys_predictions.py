@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("user_id", "idempotency_key", name="uq_predictions_idempotency"),
     )
     op.create_index("ix_predictions_user_created", "predictions", ["user_id", "created_at"])
+    op.create_index("ix_predictions_status_created", "predictions", ["status", "created_at"])
     op.create_table(
         "prediction_images",
         sa.Column("prediction_id", sa.String(32), sa.ForeignKey("predictions.id", ondelete="CASCADE"), primary_key=True),
