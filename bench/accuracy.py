@@ -1,0 +1,124 @@
+"""Accuracy benchmark: train every family with its DEFAULTS on the full MNIST
+training set (minus the validation split), evaluate on the 10k test set, and
+write a JSON report with the targets and whether they were met.
+
+    .venv/bin/python bench/accuracy.py [--families softmax mlp cnn dbn] [--out bench/results/accuracy.json]
+
+Families are trained one after another; the report is rewritten after each
+family (results of families not run this time are kept from an existing report).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# target test accuracy (10k test set) and training-time budget per default run
+TARGETS = {"softmax": 0.920, "mlp": 0.983, "dbn": 0.985, "cnn": 0.993}
+TIME_BUDGET_SECONDS = 15 * 60
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict:
+    import tensorflow as tf
+    import keras
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "gpu": bool(tf.config.list_physical_devices("GPU")),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="+", default=["softmax", "mlp", "dbn", "cnn"])
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "accuracy.json"))
+    parser.add_argument("--mnist-dir", default=os.environ.get("MNIST_DIR") or str(ROOT.parent / "shared" / "data" / "mnist"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    from trainers.train import configure_threads
+    configure_threads()
+    from models import networks
+    from trainers.mnist import load_mnist
+    from trainers.train import train
+
+    for family in args.families:
+        if family not in networks.FAMILIES:
+            parser.error(f"unknown family {family!r}")
+    data = load_mnist(args.mnist_dir, download=True, progress=not args.no_progress)
+    out = Path(args.out)
+    report: dict = {"results": {}}
+    if out.exists():
+        try:
+            report = json.loads(out.read_text())
+            report.setdefault("results", {})
+        except (OSError, ValueError):
+            report = {"results": {}}
+
+    for family in args.families:
+        print(f"== {family}: {networks.describe(family)}", flush=True)
+        r = train(family, data, seed=args.seed, progress=not args.no_progress)
+        target = TARGETS[family]
+        entry = {
+            "family": family,
+            "test_accuracy": round(r.test_accuracy, 4),
+            "test_size": int(len(data.y_test)),
+            "validation_accuracy": None if r.metrics["validation_accuracy"] is None
+            else round(r.metrics["validation_accuracy"], 4),
+            "epochs": r.epochs_run,
+            "epochs_max": r.hyperparameters["epochs"],
+            "train_seconds": round(r.train_seconds, 1),
+            "description": networks.describe(family),
+            "hyperparameters": r.hyperparameters,
+            "parameters": r.hyperparameters.get("parameters"),
+            "target": target,
+            "target_met": bool(r.test_accuracy >= target),
+            "time_budget_seconds": TIME_BUDGET_SECONDS,
+            "within_time_budget": bool(r.train_seconds <= TIME_BUDGET_SECONDS),
+            "per_class": r.metrics["per_class"],
+            "confusion_matrix": r.confusion_matrix,
+            "curves": r.curves,
+            "data_sha256": getattr(data, "sha256", None),
+        }
+        report["results"][family] = entry
+        report["machine"] = machine_info()
+        report["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        report["targets"] = TARGETS
+        report["note"] = ("train_seconds is wall-clock (includes RBM pretraining for the DBN and the per-epoch "
+                          "validation pass) on a 2-core machine that other jobs may share; training runs on the "
+                          "training set minus a 5000-image validation split (the last 5000 images); evaluation on "
+                          "the 10k test set. Runs are deterministic for a given seed.")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"== {family}: test accuracy {r.test_accuracy:.4f} (target {target:.3f}: "
+              f"{'met' if entry['target_met'] else 'NOT met'}), {r.epochs_run} epochs, "
+              f"{r.train_seconds:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
