@@ -36,7 +36,10 @@ class Services:
 
 def build(settings: Settings) -> Services:
     """Nothing connects here: the engine and the Redis pool connect on first use."""
-    engine = make_engine(settings.database_url)
+    pool = {} if settings.database_url.startswith("sqlite") else {
+        # kept open: opening MySQL connections under load cost more than the requests themselves
+        "pool_size": settings.db_pool_size, "max_overflow": settings.db_pool_size}
+    engine = make_engine(settings.database_url, **pool)
     sessions = make_session_factory(engine)
     connection = redis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=2, socket_timeout=35, health_check_interval=30

@@ -66,6 +66,7 @@ class Settings:
     tf_threads: int = 1
     default_model: str = ""
     web_threads: int = 32
+    db_pool_size: int = 20
     log_requests: bool = False
     stale_after: float = 30.0
     # uploads
@@ -114,6 +115,7 @@ class Settings:
             tf_threads=_int(env, "TF_THREADS", cls.tf_threads),
             default_model=env.get("DEFAULT_MODEL", ""),
             web_threads=_int(env, "WEB_THREADS", cls.web_threads),
+            db_pool_size=_int(env, "DB_POOL_SIZE", cls.db_pool_size),
             log_requests=_bool(env.get("LOG_REQUESTS")),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
             max_images=_int(env, "MAX_IMAGES", cls.max_images),
