@@ -205,7 +205,10 @@ class App:
     def _emit(response: Response) -> bytes:
         out = cherrypy.response
         out.status = response.status
-        out.headers["Content-Type"] = response.content_type
+        if response.status == 204:
+            out.headers.pop("Content-Type", None)
+        else:
+            out.headers["Content-Type"] = response.content_type
         for name, value in response.headers.items():
             out.headers[name] = value
         return response.body

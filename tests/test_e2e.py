@@ -156,3 +156,19 @@ def test_v2_inference_protocol(client, live_server, mnist):
     with pytest.raises(ClientError) as info:
         v2_request(client, "/v2/models/nope/infer", request)
     assert info.value.status == 404
+
+
+def test_the_readme_curl_example_works(live_server, api_key, mnist, tmp_path):
+    """The README's shell function signs with openssl and posts with curl: keep it true."""
+    readme = (ROOT / "README.md").read_text()
+    function = readme[readme.index("ds_post() {"):]
+    function = function[:function.index("\n}\n") + 3]
+    image = tmp_path / "four.png"
+    image.write_bytes(encode(one_per_digit(mnist)[4], "PNG", invert=True))
+    env = {"DIGITSERVE_URL": live_server.url, "DIGITSERVE_KEY_ID": api_key[0], "DIGITSERVE_SECRET": api_key[1],
+           "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(["bash", "-c", function + f'\nds_post /api/v1/predictions "{image}"'],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["status"] == "succeeded" and document["results"][0]["digit"] == 4
