@@ -36,8 +36,8 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def real_gz_dir() -> Path:
-    if not all((REAL_DIR / f"{n}.gz").is_file() for n in FILES):
-        pytest.skip(f"real MNIST gzip files not found in {REAL_DIR} (set MNIST_DIR)")
+    missing = [n for n in FILES if not (REAL_DIR / f"{n}.gz").is_file()]
+    assert not missing, f"real MNIST gzip files {missing} not found in {REAL_DIR} (set MNIST_DIR)"
     return REAL_DIR
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+import keras
 
-from models import dbn, networks  # noqa: E402
-from server.preprocess import scale  # noqa: E402
+from models import dbn, networks
+from server.preprocess import scale
 
 SMALL = {
     "softmax": {},

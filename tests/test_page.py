@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("playwright.sync_api")
-from PIL import Image  # noqa: E402
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from PIL import Image
+from playwright.sync_api import expect, sync_playwright
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -33,10 +32,7 @@ PASSWORD = "correct-horse-battery-staple-42"
 # also load the network.
 PREDICT_TIMEOUT_MS = 30_000
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),
-]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

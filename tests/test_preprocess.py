@@ -41,8 +41,7 @@ def mnist_test(n: int = N_DIGITS) -> tuple[np.ndarray, np.ndarray]:
     """The first ``n`` MNIST test images (n, 28, 28) uint8 and their labels."""
     images_path = os.path.join(MNIST_DIR, "t10k-images-idx3-ubyte.gz")
     labels_path = os.path.join(MNIST_DIR, "t10k-labels-idx1-ubyte.gz")
-    if not os.path.exists(images_path):
-        pytest.skip(f"MNIST test images not found in {MNIST_DIR}")
+    assert os.path.exists(images_path), f"MNIST test images not found in {MNIST_DIR} (set MNIST_DIR)"
     with gzip.open(images_path, "rb") as f:
         raw = f.read(16 + n * 28 * 28)
     with gzip.open(labels_path, "rb") as f:

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+import keras
 
-from trainers.train import TrainResult, evaluate, train, validation_size  # noqa: E402
+from trainers.train import TrainResult, evaluate, train, validation_size
 
 # Small, fast configurations: a couple of seconds each on 2 cores.
 FAST = {
