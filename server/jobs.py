@@ -74,10 +74,8 @@ def run_prediction(prediction_id: str) -> str:
         if row is None:
             log.warning("prediction %s no longer exists; dropping its job", prediction_id)
             return "missing"
-        if row.status in ("succeeded", "failed"):
-            status = row.status
-            row = None
-        else:
+        finished = row.status if row.status in ("succeeded", "failed") else None
+        if finished is None:
             row.status = "running"
             row.started_at = utcnow()
             row.attempts += 1
@@ -88,9 +86,9 @@ def run_prediction(prediction_id: str) -> str:
                 .where(PredictionImage.prediction_id == prediction_id)
                 .order_by(PredictionImage.idx)
             ).all()
-    if row is None:
-        notify(services, prediction_id, status)
-        return status
+    if finished is not None:  # delivered again after it finished: the result stands
+        notify(services, prediction_id, finished)
+        return finished
 
     try:
         model = rt.cache.get(services.registry.get_by_id(version_id))
