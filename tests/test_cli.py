@@ -157,3 +157,25 @@ def test_training_with_feedback_uses_the_corrected_images(cli_env, services, acc
     info = services.registry.get("softmax", 1)
     assert info.hyperparameters["feedback_examples"] == 1
     assert info.dataset_sha256 and info.dataset_sha256 != mnist.sha256  # MNIST plus the feedback
+
+
+def test_run_starts_its_own_redis_when_none_listens(settings):
+    from server.server import _redis_reachable, ensure_redis
+
+    local = settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    process = ensure_redis(local)
+    try:
+        assert process is not None and _redis_reachable(local.redis_url)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert ensure_redis(settings) is None  # one is already listening: use it
+
+
+def test_run_explains_an_unreachable_redis_it_should_not_start(settings):
+    from server.server import ensure_redis
+
+    # 127.0.0.2 is loopback (no traffic leaves the machine) but not the local default, so run won't start one
+    url = f"redis://127.0.0.2:{free_port()}/0"
+    with pytest.raises(SystemExit, match=f"Redis is not reachable at {url}.*REDIS_URL"):
+        ensure_redis(settings.replace(redis_url=url))
