@@ -1,0 +1,85 @@
+"""The OpenAPI document describes what the server really answers: every response below is
+checked against the documented status and JSON schema of its route."""
+import base64
+
+import jsonschema
+import pytest
+
+from conftest import login
+
+
+@pytest.fixture
+def documented(app):
+    doc = app.get("/api/openapi.json").json
+    router = app.app.digitserve.router
+    seen = []
+
+    def check(res):
+        request = res.request
+        route, _ = router.match(request.method, request.path)
+        operation = doc["paths"][route.name][request.method.lower()]
+        status = str(res.status_int)
+        assert status in operation["responses"], f"{request.method} {route.name} answered {status}, undocumented"
+        content = operation["responses"][status].get("content", {})
+        if res.content_type == "application/json" and "application/json" in content:
+            schema = {**content["application/json"]["schema"], "components": doc["components"]}
+            jsonschema.validate(res.json, schema, cls=jsonschema.Draft202012Validator)
+        seen.append((request.method, route.name, status))
+        return res
+
+    check.seen = seen
+    return check
+
+
+def test_responses_match_the_document(app, make_user, registered_mlp, digit_pngs, run_jobs, documented):
+    check = documented
+    email = "doc@example.com"
+    check(app.post_json("/api/v1/users", {"email": email, "password": "digits-are-fun-42"}))
+    check(app.post_json("/api/v1/users", {"email": email, "password": "digits-are-fun-42"}, expect_errors=True))
+    check(app.post_json("/api/v1/users", {"email": "x", "password": "short"}, expect_errors=True))
+    check(app.post_json("/api/v1/sessions", {"email": email, "password": "wrong-password-1"}, expect_errors=True))
+    account = login(app, email)
+    check(app.get("/api/v1/sessions"))
+    key = check(app.post_json("/api/v1/keys", {"name": "k", "scopes": ["predict"]}, headers=account.headers)).json
+    check(app.get("/api/v1/keys"))
+
+    upload = [("image", "a.png", digit_pngs[5])]
+    queued = check(app.post("/api/v1/predictions", upload_files=upload, headers=account.headers))
+    check(app.post("/api/v1/predictions", upload_files=[("image", "t.png", b"text")], headers=account.headers,
+                   expect_errors=True))
+    check(app.post("/api/v1/predictions", upload_files=upload, params={"model": "nope"}, headers=account.headers,
+                   expect_errors=True))
+    check(app.post("/api/v1/predictions", params={"wait": "99"}, upload_files=upload, headers=account.headers,
+                   expect_errors=True))
+    check(app.post_json("/api/v1/predictions", {"images": [base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()]},
+                        headers=account.headers, expect_errors=True))
+    check(app.post("/api/v1/predictions", upload_files=upload * 17, headers=account.headers, expect_errors=True))
+    run_jobs()
+    pid = queued.json["id"]
+    check(app.get(f"/api/v1/predictions/{pid}?include=preprocessed"))
+    check(app.get("/api/v1/predictions/0123456789abcdef0123456789abcdef", expect_errors=True))
+    check(app.get("/api/v1/predictions?limit=5"))
+    check(app.post_json(f"/api/v1/predictions/{pid}/feedback", {"label": 5}, headers=account.headers))
+    check(app.post_json(f"/api/v1/predictions/{pid}/feedback", {"label": 11}, headers=account.headers,
+                        expect_errors=True))
+    check(app.get("/api/v1/models"))
+    check(app.get("/api/v1/models/mlp"))
+    check(app.get("/api/v1/models/nope", expect_errors=True))
+    check(app.post("/api/v1/models/mlp/versions/1/activate", headers=account.headers, expect_errors=True))
+    check(app.delete(f"/api/v1/keys/{key['key_id']}", headers=account.headers))
+    check(app.delete("/api/v1/sessions", headers=account.headers))
+    check(app.get("/api/v1/models", expect_errors=True))
+
+    admin = login(app, make_user(role="admin"))
+    check(app.post("/api/v1/models/mlp/versions/1/activate", headers=admin.headers))
+    v2_input = {"inputs": [{"name": "images", "shape": [1, 784], "datatype": "UINT8", "data": [0] * 784}]}
+    check(app.get("/v2/models/mlp"))
+    check(app.get("/v2/models/mlp/versions/1/ready"))
+    check(app.post_json("/v2/models/mlp/infer", v2_input, headers=admin.headers))
+    check(app.post_json("/v2/models/mlp/infer", {"inputs": []}, headers=admin.headers, expect_errors=True))
+    check(app.post_json("/v2/models/nope/infer", v2_input, headers=admin.headers, expect_errors=True))
+    for path in ("/healthz", "/readyz", "/metrics", "/v2", "/v2/health/live", "/v2/health/ready", "/"):
+        check(app.get(path, expect_errors=True))
+
+    statuses = {status for _, _, status in check.seen}
+    assert {"200", "201", "202", "204", "400", "401", "403", "404", "409", "413", "415", "422"} <= statuses
