@@ -21,6 +21,7 @@ class Services:
     engine: Engine
     sessions: sessionmaker[Session]
     redis: redis.Redis
+    blocking_redis: redis.Redis  # for BLPOP waits only: its reads may take up to MAX_WAIT
     queue: Queue
     store: ModelStore
     registry: ModelRegistry
@@ -32,6 +33,7 @@ class Services:
     def close(self) -> None:
         self.engine.dispose()
         self.redis.close()
+        self.blocking_redis.close()
 
 
 def build(settings: Settings) -> Services:
@@ -41,9 +43,11 @@ def build(settings: Settings) -> Services:
         "pool_size": settings.db_pool_size, "max_overflow": settings.db_pool_size}
     engine = make_engine(settings.database_url, **pool)
     sessions = make_session_factory(engine)
+    # a Redis that accepts connections but hangs fails requests in seconds, not at the OS timeout
     connection = redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=2, socket_timeout=35, health_check_interval=30
-    )
+        settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
+    blocking = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=2, socket_timeout=settings.max_wait + 5, health_check_interval=30)
     queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
     store = ModelStore(sessions, settings.model_cache_dir)
     return Services(
@@ -51,6 +55,7 @@ def build(settings: Settings) -> Services:
         engine=engine,
         sessions=sessions,
         redis=connection,
+        blocking_redis=blocking,
         queue=queue,
         store=store,
         registry=ModelRegistry(sessions, store),

@@ -161,7 +161,7 @@ def wait_for(services: Services, prediction_id: str, timeout: float) -> str | No
     """Block on the result notice (BLPOP, no polling); None when the time is up."""
     key = done_key(services, prediction_id)
     try:
-        popped = services.redis.blpop([key], timeout=max(timeout, 0.01))
+        popped = services.blocking_redis.blpop([key], timeout=max(timeout, 0.01))
     except redis.RedisError:
         return None
     if popped is None:

@@ -788,3 +788,41 @@ def test_a_signed_request_may_not_repeat_a_query_parameter(account, signed, regi
     key = account.create_key()
     res = signed(key, "GET", "/api/v1/predictions", query="limit=1&limit=2")
     assert res.status_int == 401 and "repeat" in res.json["error"]["message"]
+
+
+def test_a_hung_redis_fails_fast_with_503(account, services):
+    """A Redis that accepts connections but never answers: 503 in seconds, not a stuck request."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted = []
+    stop = threading.Event()
+
+    def accept_and_stay_silent():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept_and_stay_silent, daemon=True)
+    thread.start()
+    key = account.create_key()
+    hung_app, hung = app_with(services, redis_url=f"redis://127.0.0.1:{listener.getsockname()[1]}/0")
+    try:
+        started = time.perf_counter()
+        res = send_signed(hung_app, key, "GET", PREDICTIONS)
+        assert_error(res, 503, "service_unavailable")
+        assert time.perf_counter() - started < 15
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        listener.close()
+        hung.close()
