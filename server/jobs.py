@@ -134,11 +134,20 @@ def fail(services: Services, prediction_id: str, message: str, stats: WorkerStat
 
 
 def _job_pending(services: Services, prediction_id: str) -> bool:
+    """Whether the prediction's job is still waiting to be picked up.
+
+    A status of `queued` alone is not enough: a worker moves the job id off the
+    queue before it marks the job started, so a worker killed in between leaves a
+    `queued` job that is in no queue at all.
+    """
     try:
         job = Job.fetch(prediction_id, connection=services.redis, serializer=services.queue.serializer)
     except NoSuchJobError:
         return False
-    return job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
+    status = job.get_status(refresh=False)
+    if status == JobStatus.QUEUED:
+        return services.queue.get_job_position(prediction_id) is not None
+    return status in (JobStatus.DEFERRED, JobStatus.SCHEDULED)
 
 
 def sweep(services: Services) -> dict[str, int]:
@@ -153,7 +162,7 @@ def sweep(services: Services) -> dict[str, int]:
     running_cutoff = now - dt.timedelta(seconds=settings.job_timeout + settings.stale_after)
     queued_cutoff = now - dt.timedelta(seconds=settings.stale_after)
     counts = {"requeued": 0, "failed": 0}
-    lock = services.redis.lock(services.key("sweep-lock"), timeout=60, blocking=False)
+    lock = services.redis.lock(services.key("sweep-lock"), timeout=15, blocking=False)
     if not lock.acquire(blocking=False):
         return counts
     try:

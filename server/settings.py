@@ -110,6 +110,7 @@ class Settings:
             queue_max_length=_int(env, "QUEUE_MAX_LENGTH", cls.queue_max_length),
             job_timeout=_int(env, "JOB_TIMEOUT", cls.job_timeout),
             job_retries=_int(env, "JOB_RETRIES", cls.job_retries),
+            stale_after=_float(env, "JOB_STALE_AFTER", cls.stale_after),
             max_wait=_float(env, "MAX_WAIT", cls.max_wait),
             model_poll_seconds=_float(env, "MODEL_POLL_SECONDS", cls.model_poll_seconds),
             tf_threads=_int(env, "TF_THREADS", cls.tf_threads),
@@ -137,6 +138,10 @@ class Settings:
             )
         if not 0 <= self.max_wait <= 30:
             raise SettingsError("MAX_WAIT must be between 0 and 30 seconds")
+        if self.job_timeout < 1:
+            raise SettingsError("JOB_TIMEOUT must be at least 1 second")
+        if self.stale_after < 1:
+            raise SettingsError("JOB_STALE_AFTER must be at least 1 second")
 
     def with_secret(self) -> "Settings":
         """Local runs: use SECRET_KEY, or one generated once into var/secret_key."""

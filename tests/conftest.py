@@ -372,6 +372,8 @@ def start_worker(settings, tmp_path):
     yield start
     for process in started:
         process.stop()
+        # pytest shows this only when the test failed: the workers' side of the story
+        print(f"--- {process.log_path.name} ---\n{process.output()[-20000:]}")
 
 
 class LiveServer:

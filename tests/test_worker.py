@@ -3,6 +3,7 @@ import datetime as dt
 import signal
 
 import pytest
+from rq.job import Job
 
 from conftest import wait_for_worker, wait_until
 from server import jobs, predictions
@@ -45,11 +46,11 @@ def test_wait_blocks_on_the_result_notice(services, registered_mlp, digit_pngs, 
 
 def test_worker_killed_mid_queue_loses_nothing(services, registered_mlp, digit_pngs, start_worker):
     ids = [submit(services, digit_pngs[d % 10])["id"] for d in range(40)]
-    first = start_worker(JOB_TIMEOUT="3")
+    first = start_worker(JOB_TIMEOUT="3", JOB_STALE_AFTER="3")
     wait_until(lambda: any(status_of(services, pid) == "succeeded" for pid in ids), 90, 0.02, "a first result")
     first.stop(signal.SIGKILL)  # no warm shutdown: whatever it was running is orphaned
     assert not all_succeeded(services, ids), "the worker finished everything before it was killed"
-    start_worker(JOB_TIMEOUT="3")
+    start_worker(JOB_TIMEOUT="3", JOB_STALE_AFTER="3")
     wait_until(lambda: all_succeeded(services, ids), 120, 0.2, "every prediction to succeed")
     digits = [predictions.get(services, None, pid)["results"][0]["digit"] for pid in ids]
     assert sum(d == i % 10 for i, d in enumerate(digits)) >= 36
@@ -95,6 +96,25 @@ def test_sweep_requeues_lost_jobs_and_fails_exhausted_ones(services, registered_
     run_jobs()
     assert status_of(services, lost) == "succeeded"
     assert jobs.sweep(services) == {"requeued": 0, "failed": 0}
+
+
+def test_sweep_requeues_a_job_its_worker_took_off_the_queue_before_dying(services, registered_mlp, digit_pngs,
+                                                                         run_jobs):
+    taken, waiting = (submit(services, digit_pngs[d])["id"] for d in (7, 8))
+    long_ago = utcnow() - dt.timedelta(minutes=10)
+    with unit_of_work(services.sessions) as session:
+        for pid in (taken, waiting):
+            session.get(Prediction, pid).created_at = long_ago
+    # what a worker does first when it takes a job: move its id to RQ's intermediate list
+    # (the job still says `queued`); the worker is killed before it marks the job started
+    moved = services.redis.lmove(services.queue.key, services.queue.intermediate_queue.key)
+    assert moved.decode() == taken
+    assert Job.fetch(taken, connection=services.redis, serializer=services.queue.serializer).get_status() == "queued"
+    # the job still waiting in the queue is left alone: re-queueing it would only run it twice
+    assert jobs.sweep(services) == {"requeued": 1, "failed": 0}
+    assert services.queue.job_ids == [waiting, taken]
+    run_jobs()
+    assert all_succeeded(services, [taken, waiting])
 
 
 def test_a_broken_model_file_fails_the_prediction_with_a_reason(services, digit_pngs, run_jobs, tmp_path):

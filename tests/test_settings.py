@@ -1,0 +1,53 @@
+"""Settings are read once from the environment; bad values are refused with the variable's name."""
+from pathlib import Path
+
+import pytest
+
+from server.settings import Settings, SettingsError
+
+
+def test_defaults_are_the_local_run():
+    settings = Settings.from_env({})
+    assert settings.database_url == "sqlite:///var/digitserve.db"
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.model_cache_dir == Path("var/models")
+    assert (settings.job_timeout, settings.job_retries, settings.stale_after) == (60, 2, 30.0)
+    assert not settings.production
+
+
+def test_values_come_from_the_environment():
+    settings = Settings.from_env({
+        "VAR_DIR": "/srv/ds", "JOB_TIMEOUT": "5", "JOB_STALE_AFTER": "2.5", "ALLOW_BEARER_KEYS": "yes",
+        "MNIST_MIRRORS": " https://a.example/ , https://b.example/ ",
+    })
+    assert settings.database_url == "sqlite:////srv/ds/digitserve.db"
+    assert settings.model_cache_dir == Path("/srv/ds/models")
+    assert (settings.job_timeout, settings.stale_after) == (5, 2.5)
+    assert settings.allow_bearer_keys
+    assert settings.mnist_mirrors == ("https://a.example/", "https://b.example/")
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"PORT": "eighty"}, "PORT must be an integer, got 'eighty'"),
+    ({"MAX_WAIT": "soon"}, "MAX_WAIT must be a number"),
+    ({"MAX_WAIT": "31"}, "MAX_WAIT must be between 0 and 30 seconds"),
+    ({"JOB_TIMEOUT": "0"}, "JOB_TIMEOUT must be at least 1 second"),
+    ({"JOB_STALE_AFTER": "-1"}, "JOB_STALE_AFTER must be at least 1 second"),
+    ({"DIGITSERVE_ENV": "production", "SECRET_KEY": "changeme"}, "SECRET_KEY must be set"),
+    ({"DIGITSERVE_ENV": "production", "SECRET_KEY": "x" * 31}, "SECRET_KEY must be set"),
+])
+def test_bad_values_name_the_variable(env, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_production_accepts_a_long_random_secret():
+    assert Settings.from_env({"DIGITSERVE_ENV": "production", "SECRET_KEY": "k" * 40}).production
+
+
+def test_a_local_secret_is_generated_once_and_kept_private(tmp_path):
+    settings = Settings.from_env({"VAR_DIR": str(tmp_path)})
+    first = settings.with_secret().secret_key
+    assert len(first) >= 32
+    assert settings.with_secret().secret_key == first
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
