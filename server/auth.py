@@ -85,6 +85,11 @@ def check_password_strength(email: str, password: str) -> None:
         raise bad_request("password is too easy to guess: use more varied characters", "weak_password")
 
 
+def has_admin(services: Services) -> bool:
+    with unit_of_work(services.sessions) as session:
+        return session.scalar(select(User.id).where(User.role == "admin").limit(1)) is not None
+
+
 def create_user(services: Services, email, password, role: str = "user") -> dict:
     if not isinstance(email, str) or not EMAIL_RE.match(email.strip()):
         raise bad_request("email must be a valid address", "bad_email")

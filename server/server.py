@@ -15,6 +15,7 @@ import cherrypy
 import redis
 
 from server import migrate
+from server.auth import has_admin
 from server.bootstrap import build
 from server.db import wait_for_database
 from server.settings import Settings
@@ -99,6 +100,9 @@ def prepare(settings: Settings, train_args: tuple[str, ...] = ()) -> None:
     try:
         wait_for_database(services.engine, timeout=60)
         migrate.upgrade(settings.database_url)
+        if not has_admin(services):
+            print("no administrator yet (needed to activate models over the API): "
+                  "create one with `digitserve users create EMAIL --admin`")
         if services.registry.active_versions():
             return
         registered = services.registry.list()

@@ -70,13 +70,16 @@ def test_db_upgrade_and_downgrade_on_sqlite(tmp_path, monkeypatch, capsys):
     engine.dispose()
 
 
-def test_prepare_trains_the_default_model_when_none_is_registered(settings, services):
+def test_prepare_trains_the_default_model_when_none_is_registered(settings, services, make_user, capsys):
     from server.server import prepare
 
     prepare(settings, train_args=("--limit", "2000", "--epochs", "1", "--quiet"))
     assert services.registry.get("mlp").version == 1
+    assert "no administrator yet" in capsys.readouterr().out
+    make_user(role="admin")
     prepare(settings)  # idempotent: nothing new is trained
     assert [v.version for v in services.registry.list()] == [1]
+    assert "no administrator" not in capsys.readouterr().out
 
 
 @pytest.mark.slow
