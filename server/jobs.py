@@ -180,6 +180,9 @@ def sweep(services: Services) -> dict[str, int]:
                 with unit_of_work(services.sessions) as session:
                     row = session.get(Prediction, prediction_id)
                     row.status = "queued"
+                # a dead worker may have left the id in RQ's intermediate list; RQ's own
+                # cleanup of it, minutes later, would fail the job we are about to queue
+                services.redis.lrem(services.queue.intermediate_queue.key, 0, prediction_id)
                 enqueue(services, prediction_id)
                 counts["requeued"] += 1
             else:

@@ -113,6 +113,7 @@ def test_sweep_requeues_a_job_its_worker_took_off_the_queue_before_dying(service
     # the job still waiting in the queue is left alone: re-queueing it would only run it twice
     assert jobs.sweep(services) == {"requeued": 1, "failed": 0}
     assert services.queue.job_ids == [waiting, taken]
+    assert services.queue.intermediate_queue.get_job_ids() == []
     run_jobs()
     assert all_succeeded(services, [taken, waiting])
 
