@@ -159,8 +159,8 @@ def sweep(services: Services) -> dict[str, int]:
     """
     settings = services.settings
     now = utcnow()
-    running_cutoff = now - dt.timedelta(seconds=settings.job_timeout + settings.stale_after)
-    queued_cutoff = now - dt.timedelta(seconds=settings.stale_after)
+    running_cutoff = now - dt.timedelta(seconds=settings.job_timeout + settings.job_stale_after)
+    queued_cutoff = now - dt.timedelta(seconds=settings.job_stale_after)
     counts = {"requeued": 0, "failed": 0}
     lock = services.redis.lock(services.key("sweep-lock"), timeout=15, blocking=False)
     if not lock.acquire(blocking=False):

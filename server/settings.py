@@ -60,6 +60,7 @@ class Settings:
     queue_max_length: int = 1000
     job_timeout: int = 60
     job_retries: int = 2
+    job_stale_after: float = 30.0  # grace before the sweeper re-queues a lost job
     result_ttl: int = 600
     max_wait: float = 30.0
     model_poll_seconds: float = 2.0
@@ -68,7 +69,6 @@ class Settings:
     web_threads: int = 32
     db_pool_size: int = 20
     log_requests: bool = False
-    stale_after: float = 30.0
     # uploads
     max_body_bytes: int = 4 * 1024 * 1024
     max_images: int = 16
@@ -110,7 +110,7 @@ class Settings:
             queue_max_length=_int(env, "QUEUE_MAX_LENGTH", cls.queue_max_length),
             job_timeout=_int(env, "JOB_TIMEOUT", cls.job_timeout),
             job_retries=_int(env, "JOB_RETRIES", cls.job_retries),
-            stale_after=_float(env, "JOB_STALE_AFTER", cls.stale_after),
+            job_stale_after=_float(env, "JOB_STALE_AFTER", cls.job_stale_after),
             max_wait=_float(env, "MAX_WAIT", cls.max_wait),
             model_poll_seconds=_float(env, "MODEL_POLL_SECONDS", cls.model_poll_seconds),
             tf_threads=_int(env, "TF_THREADS", cls.tf_threads),
@@ -140,7 +140,7 @@ class Settings:
             raise SettingsError("MAX_WAIT must be between 0 and 30 seconds")
         if self.job_timeout < 1:
             raise SettingsError("JOB_TIMEOUT must be at least 1 second")
-        if self.stale_after < 1:
+        if self.job_stale_after < 1:
             raise SettingsError("JOB_STALE_AFTER must be at least 1 second")
 
     def with_secret(self) -> "Settings":

@@ -11,7 +11,7 @@ def test_defaults_are_the_local_run():
     assert settings.database_url == "sqlite:///var/digitserve.db"
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.model_cache_dir == Path("var/models")
-    assert (settings.job_timeout, settings.job_retries, settings.stale_after) == (60, 2, 30.0)
+    assert (settings.job_timeout, settings.job_retries, settings.job_stale_after) == (60, 2, 30.0)
     assert not settings.production
 
 
@@ -22,7 +22,7 @@ def test_values_come_from_the_environment():
     })
     assert settings.database_url == "sqlite:////srv/ds/digitserve.db"
     assert settings.model_cache_dir == Path("/srv/ds/models")
-    assert (settings.job_timeout, settings.stale_after) == (5, 2.5)
+    assert (settings.job_timeout, settings.job_stale_after) == (5, 2.5)
     assert settings.allow_bearer_keys
     assert settings.mnist_mirrors == ("https://a.example/", "https://b.example/")
 
