@@ -9,7 +9,6 @@ from typing import Any, Iterator
 
 from sqlalchemy import (
     JSON,
-    Boolean,
     DateTime,
     Float,
     ForeignKey,

@@ -356,7 +356,7 @@ def test_logout_invalidates_the_session(account):
 def test_idle_sessions_expire(services, make_user):
     short_app, short = app_with(services, session_idle_seconds=1)
     try:
-        account = login(short_app, make_user())
+        login(short_app, make_user())
         assert short_app.get("/api/v1/sessions").status_int == 200
         time.sleep(2.1)
         assert_error(short_app.get("/api/v1/sessions", expect_errors=True), 401, "session_expired")
