@@ -45,8 +45,6 @@ import platform
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -65,6 +63,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from machine import cpu_model  # noqa: E402  (bench/machine.py, beside this script)
+from server.processes import Subcommand, free_port  # noqa: E402
 
 MYSQL_SERVER_URL = os.environ.get("BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -124,47 +123,6 @@ def cpu_seconds(pids: list[int]) -> float:
 # -- the stack: database, Redis namespace, models, processes -------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Child:
-    """A `digitserve` subcommand as a real process, its output kept in a log file."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
-        self.args = args
-        self.log_path = log_path
-        self._log = open(log_path, "ab")
-        self.popen = subprocess.Popen([sys.executable, "-m", "server.cli", *args], env=env, cwd=ROOT,
-                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self) -> int | None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._log.close()
-        return self.popen.returncode
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
 class Stack:
     """Everything the benchmark creates; `close()` removes all of it and is safe to call twice."""
 
@@ -180,9 +138,9 @@ class Stack:
         self.prefix = f"dsload:{self.tag}:"
         self.server_engine = sa.create_engine(MYSQL_SERVER_URL)
         self.db_created = False
-        self.children: list[Child] = []
-        self.web: Child | None = None
-        self.worker: Child | None = None
+        self.children: list[Subcommand] = []
+        self.web: Subcommand | None = None
+        self.worker: Subcommand | None = None
         self.services = None
         self.prediction_ids: set[str] = set()
         self.settings = Settings(
@@ -241,7 +199,7 @@ class Stack:
         self.services = build(self.settings)
 
     def train(self, family: str, epochs: int, limit: int) -> None:
-        child = Child(["train", family, "--epochs", str(epochs), "--limit", str(limit), "--activate", "--quiet"],
+        child = Subcommand(["train", family, "--epochs", str(epochs), "--limit", str(limit), "--activate", "--quiet"],
                       self.env(), self.scratch / f"train-{family}.log")
         self.children.append(child)
         try:
@@ -265,9 +223,9 @@ class Stack:
     # processes
 
     def start(self) -> None:
-        self.web = Child(["serve"], self.env(), self.scratch / "web.log")
+        self.web = Subcommand(["serve"], self.env(), self.scratch / "web.log")
         self.children.append(self.web)
-        self.worker = Child(["worker"], self.env(), self.scratch / "worker.log")
+        self.worker = Subcommand(["worker"], self.env(), self.scratch / "worker.log")
         self.children.append(self.worker)
         deadline = time.monotonic() + 120
         while True:

@@ -18,6 +18,7 @@ from server import migrate
 from server.auth import has_admin
 from server.bootstrap import build
 from server.db import wait_for_database
+from server.processes import digitserve_command
 from server.settings import Settings
 
 log = logging.getLogger("digitserve")
@@ -89,10 +90,6 @@ def ensure_redis(settings: Settings) -> subprocess.Popen | None:
     raise SystemExit(f"redis-server did not start on {host}:{port}")
 
 
-def _digitserve(*args: str) -> list[str]:
-    return [sys.executable, "-m", "server.cli", *args]
-
-
 def prepare(settings: Settings, train_args: tuple[str, ...] = ()) -> None:
     """`digitserve init`: migrate, then make sure a model is active (training the default MLP if none exists)."""
     settings.var_dir.mkdir(parents=True, exist_ok=True)
@@ -114,7 +111,7 @@ def prepare(settings: Settings, train_args: tuple[str, ...] = ()) -> None:
         print("no model registered yet: training the default MLP on MNIST (a few minutes)")
         env = {**os.environ, "DATABASE_URL": settings.database_url, "MNIST_DIR": str(settings.mnist_dir),
                "MODEL_CACHE_DIR": str(settings.model_cache_dir)}
-        subprocess.run(_digitserve("train", "mlp", "--activate", *train_args), env=env, check=True)
+        subprocess.run(digitserve_command("train", "mlp", "--activate", *train_args), env=env, check=True)
     finally:
         services.close()
 
@@ -128,8 +125,8 @@ def run_all(settings: Settings) -> int:
     children: list[subprocess.Popen] = []
     try:
         prepare(settings)
-        children.append(subprocess.Popen(_digitserve("worker"), env=env))
-        children.append(subprocess.Popen(_digitserve("serve"), env=env))
+        children.append(subprocess.Popen(digitserve_command("worker"), env=env))
+        children.append(subprocess.Popen(digitserve_command("serve"), env=env))
         print(f"DigitServe is running at http://{settings.host}:{settings.port}/  (Ctrl-C to stop)", flush=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

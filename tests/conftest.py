@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from server import migrate
 from server.db import Base, make_engine
+from server.processes import Subcommand, free_port
 from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -286,12 +287,6 @@ def digit_pngs(mnist) -> dict[int, bytes]:
 # -- real processes ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def process_env(settings: Settings, **extra) -> dict[str, str]:
     env = {
         **os.environ,
@@ -314,35 +309,6 @@ def process_env(settings: Settings, **extra) -> dict[str, str]:
     return env
 
 
-class Process:
-    """A `digitserve` subcommand run as a real process, its output kept in a log file."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
-        import subprocess
-        import sys
-
-        self.log_path = log_path
-        self._log = open(log_path, "ab")
-        self.popen = subprocess.Popen([sys.executable, "-m", "server.cli", *args], env=env, cwd=ROOT,
-                                      stdout=self._log, stderr=subprocess.STDOUT)
-
-    def stop(self, sig=None) -> int:
-        import signal
-
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig or signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=20)
-            except Exception:
-                self.popen.kill()
-                self.popen.wait()
-        self._log.close()
-        return self.popen.returncode
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -362,10 +328,10 @@ def wait_for_worker(services, timeout: float = 60.0) -> None:
 @pytest.fixture
 def start_worker(settings, tmp_path):
     """Start `digitserve worker` processes on this test's database and queue."""
-    started: list[Process] = []
+    started: list[Subcommand] = []
 
-    def start(**extra) -> Process:
-        process = Process(["worker"], process_env(settings, **extra), tmp_path / f"worker{len(started)}.log")
+    def start(**extra) -> Subcommand:
+        process = Subcommand(["worker"], process_env(settings, **extra), tmp_path / f"worker{len(started)}.log")
         started.append(process)
         return process
 
@@ -377,7 +343,7 @@ def start_worker(settings, tmp_path):
 
 
 class LiveServer:
-    def __init__(self, url: str, settings: Settings, services, web: Process, worker: Process):
+    def __init__(self, url: str, settings: Settings, services, web: Subcommand, worker: Subcommand):
         self.url, self.settings, self.services, self.web, self.worker = url, settings, services, web, worker
 
 
@@ -398,8 +364,8 @@ def _live_server(url, tmp_path_factory, tiny_mlp_file):
     settings = make_settings(url, prefix, base, port=free_port())
     services = build(settings)
     services.registry.register("mlp", "mlp", tiny_mlp_file, activate=True)
-    web = Process(["serve"], process_env(settings), base / "web.log")
-    worker = Process(["worker"], process_env(settings), base / "worker.log")
+    web = Subcommand(["serve"], process_env(settings), base / "web.log")
+    worker = Subcommand(["worker"], process_env(settings), base / "worker.log")
     live = LiveServer(f"http://127.0.0.1:{settings.port}", settings, services, web, worker)
 
     def up():

@@ -1,16 +1,14 @@
 """The `digitserve` command: training, the model registry, init, the one-command run, compose."""
 import re
 import signal
-import subprocess
-import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT, Process, free_port, process_env, wait_until
+from conftest import ROOT, process_env, wait_until
 from server.cli import build_parser, main
+from server.processes import Subcommand, free_port
 
 
 @pytest.fixture
@@ -95,7 +93,7 @@ def test_run_starts_web_and_worker_and_stops_on_ctrl_c(settings, tiny_mlp_file, 
     local.close()
     env = process_env(sqlite)
     del env["SECRET_KEY"]  # generated into var/secret_key for a local run
-    run = Process(["run"], env, tmp_path / "run.log")
+    run = Subcommand(["run"], env, tmp_path / "run.log")
     url = f"http://127.0.0.1:{sqlite.port}/readyz"
 
     def ready():
