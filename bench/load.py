@@ -18,7 +18,7 @@ failure or Ctrl-C):
    (fresh Redis prefix and queue, RATE_LIMIT_PER_MINUTE=0 = no rate limit,
    TF_THREADS=1, WEB_THREADS=96) and creates a user and an API key over HTTP;
 4. for each model, mode and concurrency drives signed requests
-   (``server.client.Client``) from a thread pool in this process, each a real
+   (``server.cli.client.Client``) from a thread pool in this process, each a real
    MNIST test digit upscaled 4x as a PNG:
    - sync:  POST with ``wait=30`` and ``model=...``, answered 200 with the result;
    - async: POST with ``wait=0`` (202), then GET /api/v1/predictions/{id} until
@@ -63,7 +63,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from machine import cpu_model  # noqa: E402  (bench/machine.py, beside this script)
-from server.processes import Subcommand, free_port  # noqa: E402
+from server.cli.processes import Subcommand, free_port  # noqa: E402
 
 MYSQL_SERVER_URL = os.environ.get("BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -129,7 +129,7 @@ class Stack:
     def __init__(self, mnist_dir: Path):
         import sqlalchemy as sa
 
-        from server.settings import Settings
+        from core.settings import Settings
 
         self.tag = uuid.uuid4().hex[:8]
         self.scratch = Path(tempfile.mkdtemp(prefix=f"ds-load-{self.tag}-"))
@@ -189,8 +189,8 @@ class Stack:
     def create_database(self) -> None:
         import sqlalchemy as sa
 
-        from server import migrate
-        from server.bootstrap import build
+        from core import migrate
+        from server.services.bootstrap import build
 
         with self.server_engine.connect() as conn:
             conn.execute(sa.text(f"CREATE DATABASE {self.db_name} CHARACTER SET utf8mb4"))
@@ -356,7 +356,7 @@ def digit_images(mnist_dir: Path, count: int = 10) -> tuple[list[bytes], list[in
 def measure_compute(stack: Stack, models: list[str], x_test: np.ndarray, threads: int,
                     seconds: float) -> tuple[list[dict], dict]:
     from models.serving import LoadedModel, configure_tensorflow
-    from server.preprocess import scale
+    from core.preprocess import scale
 
     configure_tensorflow(threads)
     import tensorflow as tf
@@ -425,7 +425,7 @@ class Load:
         self.stopping = threading.Event()  # set on failure: clients start no new request
 
     def one(self, model: str, mode: str, index: int) -> Outcome:
-        from server.client import ClientError
+        from server.cli.client import ClientError
 
         png, label = self.pngs[index % len(self.pngs)], self.labels[index % len(self.labels)]
         outcome = Outcome()
@@ -601,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     if others_at_start:
         log(f"warning: other benchmarks are running: {others_at_start}")
 
-    from server.client import Client
+    from server.cli.client import Client
 
     pngs, labels, x_test = digit_images(Path(args.mnist_dir))
     stack = Stack(Path(args.mnist_dir))
@@ -667,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sync": f"POST /api/v1/predictions multipart, model=<name>, wait={SYNC_WAIT}; 200 with the result",
                 "async": f"POST wait=0 (202), then GET /api/v1/predictions/{{id}} until succeeded; poll delay "
                          f"{args.poll_initial} s, x1.5 per poll, at most {args.poll_max} s",
-                "client": "server.client.Client (DS1-HMAC-SHA256 signed, urllib: a new TCP connection per request)",
+                "client": "server.cli.client.Client (DS1-HMAC-SHA256 signed, urllib: a new TCP connection per request)",
                 "image": "one real MNIST test digit per class (first of each), upscaled 4x to 112x112, PNG, "
                          "one image per request, cycled",
                 "requests_per_cell": f"max({args.min_requests}, {args.per_thread} x concurrency), no new request "

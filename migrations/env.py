@@ -1,8 +1,8 @@
 """Alembic environment: the URL comes from the caller's config or from Settings."""
 from alembic import context
 
-from server.db import Base, make_engine
-from server.settings import Settings
+from core.db import Base, make_engine
+from core.settings import Settings
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url

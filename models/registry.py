@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.store import ModelStore
-from server.db import ActiveModel, ModelVersion, unit_of_work, utcnow
+from core.db import ActiveModel, ModelVersion, unit_of_work, utcnow
 
 
 class RegistryError(Exception):

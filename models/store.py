@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.db import ModelBlob, ModelBlobChunk, unit_of_work
+from core.db import ModelBlob, ModelBlobChunk, unit_of_work
 
 CHUNK_SIZE = 1024 * 1024
 

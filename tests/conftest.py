@@ -12,10 +12,10 @@ import pytest
 import redis as redis_lib
 import sqlalchemy as sa
 
-from server import migrate
-from server.db import Base, make_engine
-from server.processes import Subcommand, free_port
-from server.settings import Settings
+from core import migrate
+from core.db import Base, make_engine
+from server.cli.processes import Subcommand, free_port
+from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("MNIST_DIR") or ROOT.parent / "shared" / "data" / "mnist")
@@ -142,7 +142,7 @@ def settings(mysql_db, redis_prefix, tmp_path) -> Settings:
 
 @pytest.fixture
 def services(settings):
-    from server.bootstrap import build
+    from server.services.bootstrap import build
 
     built = build(settings)
     yield built
@@ -179,7 +179,7 @@ PASSWORD = "digits-are-fun-42"
 def app(services):
     from webtest import TestApp
 
-    from server.app import create_app
+    from server.web.app import create_app
 
     return TestApp(create_app(services.settings, services))
 
@@ -206,7 +206,7 @@ def login(app, email: str, password: str = PASSWORD) -> Account:
 
 @pytest.fixture
 def make_user(services):
-    from server.auth import create_user
+    from server.services.accounts import create_user
 
     def make(email: str | None = None, role: str = "user") -> str:
         email = email or f"user-{uuid.uuid4().hex[:8]}@example.com"
@@ -224,7 +224,7 @@ def account(app, make_user) -> Account:
 @pytest.fixture
 def signed(app):
     """Send a request signed with (key_id, secret), exactly as a client would."""
-    from server import signing
+    from core import signing
 
     def send(key, method: str, path: str, body: bytes = b"", content_type: str | None = None,
              query: str = "", headers: dict | None = None, expect_errors: bool = True, **sign_kwargs):
@@ -247,7 +247,7 @@ def run_jobs(services):
     from rq.serializers import JSONSerializer
 
     from models.serving import ModelCache
-    from server import jobs
+    from server.queue import jobs
 
     jobs.install(jobs.Runtime(services, ModelCache(services.registry)))
 
@@ -357,7 +357,7 @@ def live_server(tmp_path_factory, tiny_mlp_file):
 def _live_server(url, tmp_path_factory, tiny_mlp_file):
     import urllib.request
 
-    from server.bootstrap import build
+    from server.services.bootstrap import build
 
     base = tmp_path_factory.mktemp("live")
     prefix = f"dslive:{uuid.uuid4().hex[:8]}:"

@@ -59,7 +59,7 @@ def test_json_base64_several_images_and_preprocessed(account, registered_mlp, di
     run_jobs()
     done = account.app.get(f"/api/v1/predictions/{res.json['id']}?include=preprocessed").json
     assert [r["digit"] for r in done["results"]] == [0, 1, 2]
-    from server.preprocess import from_png
+    from core.preprocess import from_png
 
     seen = from_png(base64.b64decode(done["results"][1]["preprocessed"]))
     assert seen.shape == (28, 28) and seen.max() == 255
@@ -120,8 +120,8 @@ def test_no_active_model_is_503(account, services, digit_pngs, tiny_mlp_file):
 def test_full_queue_is_503_with_retry_after(make_user, registered_mlp, digit_pngs, services):
     from webtest import TestApp
 
-    from server.app import create_app
-    from server.bootstrap import build
+    from server.web.app import create_app
+    from server.services.bootstrap import build
 
     small = build(services.settings.replace(queue_max_length=2))
     account = login(TestApp(create_app(small.settings, small)), make_user())

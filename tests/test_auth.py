@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from webtest import TestApp
 
 from conftest import PASSWORD, TEST_SECRET, login
-from server import signing
+from core import signing
 
 ROOT = Path(__file__).resolve().parent.parent
 PREDICTIONS = "/api/v1/predictions"
@@ -30,8 +30,8 @@ NOW = lambda: dt.datetime.now(dt.timezone.utc)  # noqa: E731
 
 def app_with(services, **changes):
     """A TestApp (and its Services) over the same database and Redis namespace with other settings."""
-    from server.app import create_app
-    from server.bootstrap import build
+    from server.web.app import create_app
+    from server.services.bootstrap import build
 
     built = build(services.settings.replace(**changes))
     return TestApp(create_app(built.settings, built)), built
@@ -55,7 +55,7 @@ def json_body(digit_png: bytes) -> bytes:
 
 
 def multipart_body(*images: bytes, **fields) -> tuple[bytes, str]:
-    from server.client import _multipart
+    from server.cli.client import _multipart
 
     return _multipart({k: str(v) for k, v in fields.items()}, [(f"d{i}.png", d) for i, d in enumerate(images)])
 
@@ -538,7 +538,7 @@ def test_key_secret_is_strong_shown_once_and_encrypted_at_rest(account, services
 
     from cryptography.fernet import InvalidToken
 
-    from server.auth import _fernet
+    from server.services.accounts import _fernet
 
     assert _fernet(TEST_SECRET).decrypt(stored.encode()).decode() == secret
     with pytest.raises(InvalidToken):
@@ -625,7 +625,7 @@ PUBLIC = {
 
 
 def test_every_endpoint_but_the_public_ones_needs_authentication(app, services):
-    from server.app import create_app
+    from server.web.app import create_app
 
     routes = create_app(services.settings, services).digitserve.router.routes
     assert {(r.method, r.name) for r in routes if r.auth is None} == PUBLIC

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, process_env, wait_until
-from server.cli import build_parser, main
-from server.processes import Subcommand, free_port
+from server.cli.main import build_parser, main
+from server.cli.processes import Subcommand, free_port
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_db_upgrade_and_downgrade_on_sqlite(tmp_path, monkeypatch, capsys):
 
 
 def test_prepare_trains_the_default_model_when_none_is_registered(settings, services, make_user, capsys):
-    from server.server import prepare
+    from server.cli.local import prepare
 
     prepare(settings, train_args=("--limit", "2000", "--epochs", "1", "--quiet"))
     assert services.registry.get("mlp").version == 1
@@ -83,8 +83,8 @@ def test_prepare_trains_the_default_model_when_none_is_registered(settings, serv
 @pytest.mark.slow
 def test_run_starts_web_and_worker_and_stops_on_ctrl_c(settings, tiny_mlp_file, tmp_path, redis_prefix):
     """`digitserve run` on SQLite (the local default) with the tiny model already registered."""
-    from server.bootstrap import build
-    from server.migrate import upgrade
+    from server.services.bootstrap import build
+    from core.migrate import upgrade
 
     sqlite = settings.replace(database_url=f"sqlite:///{tmp_path / 'var' / 'digitserve.db'}", port=free_port())
     upgrade(sqlite.database_url)
@@ -161,7 +161,7 @@ def test_training_with_feedback_uses_the_corrected_images(cli_env, services, acc
 
 
 def test_run_starts_its_own_redis_when_none_listens(settings):
-    from server.server import _redis_reachable, ensure_redis
+    from server.cli.local import _redis_reachable, ensure_redis
 
     local = settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     process = ensure_redis(local)
@@ -174,7 +174,7 @@ def test_run_starts_its_own_redis_when_none_listens(settings):
 
 
 def test_run_explains_an_unreachable_redis_it_should_not_start(settings):
-    from server.server import ensure_redis
+    from server.cli.local import ensure_redis
 
     # 127.0.0.2 is loopback (no traffic leaves the machine) but not the local default, so run won't start one
     url = f"redis://127.0.0.2:{free_port()}/0"

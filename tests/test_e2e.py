@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import PASSWORD, ROOT
-from server.client import Client, ClientError
+from server.cli.client import Client, ClientError
 
 pytestmark = pytest.mark.slow
 

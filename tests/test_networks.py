@@ -7,7 +7,7 @@ import pytest
 import keras
 
 from models import dbn, networks
-from server.preprocess import scale
+from core.preprocess import scale
 
 SMALL = {
     "softmax": {},

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from server import preprocess
-from server.preprocess import (
+from core import preprocess
+from core.preprocess import (
     SUPPORTED_TYPES,
     ImageError,
     detect_type,

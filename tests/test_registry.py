@@ -6,8 +6,8 @@ import sqlalchemy as sa
 
 from models.registry import ModelNotFound, ModelRegistry, RegistryError, parse_model_spec
 from models.store import CHUNK_SIZE, ModelStore, StoreError
-from server import migrate
-from server.db import make_engine, make_session_factory
+from core import migrate
+from core.db import make_engine, make_session_factory
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_real_model_fetched_on_an_empty_cache_predicts_identically(services, tin
     import keras
 
     from models.serving import LoadedModel
-    from server.preprocess import scale
+    from core.preprocess import scale
 
     info = services.registry.register("mlp", "mlp", tiny_mlp_file, activate=True)
     images = scale(mnist.x_test[:64])
@@ -162,7 +162,7 @@ def test_migrations_match_the_models(database_url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from server.db import Base
+    from core.db import Base
 
     engine = make_engine(database_url)
     with engine.connect() as conn:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import Settings, SettingsError
+from core.settings import Settings, SettingsError
 
 
 def test_defaults_are_the_local_run():

@@ -11,7 +11,7 @@ import zlib
 import pytest
 import webob
 
-from server import signing
+from core import signing
 
 PREDICTIONS = "/api/v1/predictions"
 
@@ -149,8 +149,8 @@ def test_image_pixel_limit_follows_the_settings(services, make_user, registered_
     from webtest import TestApp
 
     from conftest import login
-    from server.app import create_app
-    from server.bootstrap import build
+    from server.web.app import create_app
+    from server.services.bootstrap import build
 
     small = build(services.settings.replace(max_image_pixels=200 * 200))
     try:
@@ -210,7 +210,7 @@ def test_jobs_are_serialized_as_json_not_pickle(account, registered_mlp, digit_p
         pass
     assert not data.startswith(b"\x80"), "pickled job payload"
     decoded = json.loads(data)
-    assert decoded[0] == "server.jobs.run_prediction"
+    assert decoded[0] == "server.queue.jobs.run_prediction"
     assert pid in json.dumps(decoded)
     # no other field is pickled either
     for field, value in raw.items():

@@ -6,8 +6,9 @@ import pytest
 from rq.job import Job
 
 from conftest import wait_for_worker, wait_until
-from server import jobs, predictions
-from server.db import Prediction, unit_of_work, utcnow
+from server.queue import jobs
+from server.services import predictions
+from core.db import Prediction, unit_of_work, utcnow
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.registry import ModelRegistry, VersionInfo
-from server.db import PredictionImage, unit_of_work
-from server.preprocess import from_png
-from server.settings import Settings
+from core.db import PredictionImage, unit_of_work
+from core.preprocess import from_png
+from core.settings import Settings
 from trainers.mnist import MnistData, load_mnist
 
 

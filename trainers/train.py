@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from models import dbn as dbn_module
 from models import networks
-from server.preprocess import scale
+from core.preprocess import scale
 
 
 @dataclass

@@ -6,7 +6,7 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
-from server.db import Blob, Timestamp
+from core.db import Blob, Timestamp
 
 revision = "0001"
 down_revision = None

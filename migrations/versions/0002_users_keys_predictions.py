@@ -6,7 +6,7 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
-from server.db import Blob, Timestamp
+from core.db import Blob, Timestamp
 
 revision = "0002"
 down_revision = "0001"

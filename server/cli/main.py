@@ -6,19 +6,19 @@ import json
 import sys
 from typing import Callable
 
-from server.settings import Settings, SettingsError
+from core.settings import Settings, SettingsError
 
 FAMILIES = ("softmax", "mlp", "cnn", "dbn")
 
 
 def _services(settings: Settings):
-    from server.bootstrap import build
+    from server.services.bootstrap import build
 
     return build(settings)
 
 
 def cmd_db(args, settings: Settings) -> int:
-    from server import migrate
+    from core import migrate
 
     if args.action == "upgrade":
         migrate.upgrade(settings.database_url, args.revision or "head")
@@ -29,7 +29,7 @@ def cmd_db(args, settings: Settings) -> int:
 
 
 def cmd_train(args, settings: Settings) -> int:
-    from server import migrate
+    from core import migrate
     from trainers.register import train_and_register
 
     migrate.upgrade(settings.database_url)
@@ -93,28 +93,28 @@ def _logging(level: str = "INFO") -> None:
 
 
 def cmd_serve(args, settings: Settings) -> int:
-    from server.server import serve
+    from server.cli.local import serve
 
     _logging()
     return serve(settings.with_secret() if not settings.production else settings)
 
 
 def cmd_worker(args, settings: Settings) -> int:
-    from server.worker import run_worker
+    from server.queue.worker import run_worker
 
     _logging()
     return run_worker(settings.with_secret() if not settings.production else settings, burst=args.burst)
 
 
 def cmd_run(args, settings: Settings) -> int:
-    from server.server import run_all
+    from server.cli.local import run_all
 
     _logging()
     return run_all(settings.with_secret() if not settings.production else settings)
 
 
 def cmd_init(args, settings: Settings) -> int:
-    from server.server import prepare
+    from server.cli.local import prepare
 
     prepare(settings)
     return 0
@@ -124,9 +124,9 @@ def cmd_users(args, settings: Settings) -> int:
     import getpass
     import os
 
-    from server import migrate
-    from server.auth import create_user
-    from server.errors import ApiError
+    from core import migrate
+    from server.services.accounts import create_user
+    from core.errors import ApiError
 
     migrate.upgrade(settings.database_url)
     password = os.environ.get("DIGITSERVE_PASSWORD") or getpass.getpass(f"password for {args.email}: ")
@@ -140,7 +140,7 @@ def cmd_users(args, settings: Settings) -> int:
 
 
 def cmd_predict(args, settings: Settings) -> int:
-    from server.client import Client, ClientError
+    from server.cli.client import Client, ClientError
 
     try:
         client = Client.from_env(base_url=args.url, key_id=args.key_id, secret=args.secret)

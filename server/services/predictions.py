@@ -15,12 +15,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.registry import ModelNotFound, RegistryError, VersionInfo, parse_model_spec
-from server.bootstrap import Services
-from server.db import Prediction, PredictionImage, unit_of_work, utcnow
-from server.errors import ApiError, bad_request, not_found, unavailable
-from server.preprocess import ImageError, preprocess_image, to_png
+from server.services.bootstrap import Services
+from core.db import Prediction, PredictionImage, unit_of_work, utcnow
+from core.errors import ApiError, bad_request, not_found, unavailable
+from core.preprocess import ImageError, preprocess_image, to_png
 
-JOB_FUNCTION = "server.jobs.run_prediction"
+JOB_FUNCTION = "server.queue.jobs.run_prediction"
 FINISHED = ("succeeded", "failed")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlencode, urlsplit
 
-from server import signing
+from core import signing
 
 
 class ClientError(Exception):

@@ -12,11 +12,11 @@ from rq.job import Job, JobStatus
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from server.bootstrap import Services
-from server.db import Prediction, PredictionImage, unit_of_work, utcnow
-from server.metrics import WorkerStats
-from server.predictions import done_key, enqueue
-from server.preprocess import from_png, scale
+from server.services.bootstrap import Services
+from core.db import Prediction, PredictionImage, unit_of_work, utcnow
+from server.web.metrics import WorkerStats
+from server.services.predictions import done_key, enqueue
+from core.preprocess import from_png, scale
 
 log = logging.getLogger("digitserve.jobs")
 
@@ -44,8 +44,8 @@ def runtime() -> Runtime:
     global _runtime
     if _runtime is None:  # a job run outside `digitserve worker`: wire up from the environment
         from models.serving import ModelCache
-        from server.bootstrap import build
-        from server.settings import Settings
+        from server.services.bootstrap import build
+        from core.settings import Settings
 
         services = build(Settings.from_env().with_secret())
         _runtime = Runtime(services, ModelCache(services.registry))

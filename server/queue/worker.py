@@ -15,10 +15,10 @@ import uuid
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-from server import jobs
-from server.bootstrap import Services, build
-from server.db import wait_for_database
-from server.settings import Settings
+from server.queue import jobs
+from server.services.bootstrap import Services, build
+from core.db import wait_for_database
+from core.settings import Settings
 
 log = logging.getLogger("digitserve.worker")
 SWEEP_EVERY = 5.0

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
-from server.errors import ApiError, bad_request
+from core.errors import ApiError, bad_request
 
 
 @dataclass

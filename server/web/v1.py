@@ -4,10 +4,10 @@ from __future__ import annotations
 import redis
 
 from models.registry import ModelNotFound, RegistryError
-from server import auth, predictions
-from server.bootstrap import Services
-from server.errors import ApiError, bad_request, unavailable
-from server.web import Request, Response, Router, decode_base64_image, json_response
+from server.services import accounts as auth, predictions
+from server.services.bootstrap import Services
+from core.errors import ApiError, bad_request, unavailable
+from server.web.http import Request, Response, Router, decode_base64_image, json_response
 
 
 def _registry_call(fn, *args):

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.registry import ModelRegistry
 from models.store import ModelStore
-from server.db import make_engine, make_session_factory
-from server.settings import Settings
+from core.db import make_engine, make_session_factory
+from core.settings import Settings
 
 
 @dataclass

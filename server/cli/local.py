@@ -14,18 +14,18 @@ from urllib.parse import urlsplit
 import cherrypy
 import redis
 
-from server import migrate
-from server.auth import has_admin
-from server.bootstrap import build
-from server.db import wait_for_database
-from server.processes import digitserve_command
-from server.settings import Settings
+from core import migrate
+from server.services.accounts import has_admin
+from server.services.bootstrap import build
+from core.db import wait_for_database
+from server.cli.processes import digitserve_command
+from core.settings import Settings
 
 log = logging.getLogger("digitserve")
 
 
 def serve(settings: Settings) -> int:
-    from server.app import create_app
+    from server.web.app import create_app
 
     services = build(settings)
     wait_for_database(services.engine)

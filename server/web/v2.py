@@ -6,9 +6,9 @@ import threading
 import numpy as np
 
 from models.registry import ModelNotFound, VersionInfo
-from server.bootstrap import Services
-from server.errors import ApiError
-from server.web import Request, Router, json_response
+from server.services.bootstrap import Services
+from core.errors import ApiError
+from server.web.http import Request, Router, json_response
 
 INPUT_SHAPES = ([-1, 28, 28], [-1, 28, 28, 1], [-1, 784])
 MAX_BATCH = 256

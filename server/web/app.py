@@ -14,16 +14,17 @@ import redis
 from PIL import Image
 from sqlalchemy import text
 
-from server import api, auth, v2
-from server.bootstrap import Services, build
-from server.errors import ApiError
-from server.metrics import WebMetrics
-from server.openapi import openapi_document
-from server.settings import Settings
-from server.web import Request, Response, Router, json_response
+from server.services import accounts as auth
+from server.web import v1 as api, v2
+from server.services.bootstrap import Services, build
+from core.errors import ApiError
+from server.web.metrics import WebMetrics
+from server.web.openapi import openapi_document
+from core.settings import Settings
+from server.web.http import Request, Response, Router, json_response
 
 log = logging.getLogger("digitserve.web")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from server import signing
-from server.bootstrap import Services
-from server.db import ApiKey, User, unit_of_work, utcnow
-from server.errors import ApiError, bad_request, not_found, unavailable
+from core import signing
+from server.services.bootstrap import Services
+from core.db import ApiKey, User, unit_of_work, utcnow
+from core.errors import ApiError, bad_request, not_found, unavailable
 
 # OWASP's argon2id baseline: m=19 MiB, t=2, p=1.
 PASSWORDS = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, hash_len=32, salt_len=16)

@@ -1,0 +1,4 @@
+"""The command line (`digitserve`) and process control."""
+from server.cli.main import main
+
+__all__ = ["main"]
