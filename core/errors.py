@@ -1,26 +1,84 @@
-"""Errors every layer raises and the web layer maps to one JSON shape."""
+"""What can go wrong, said without HTTP.
+
+Every layer below the web raises these; `server.web.errors` holds the one
+table that turns each kind into a status code. `code` is the short machine
+code clients see in `{"error": {"code": ..., "message": ...}}`.
+"""
 from __future__ import annotations
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+class DomainError(Exception):
+    """A request the platform refuses or cannot serve right now."""
+
+    default_code = "error"
+
+    def __init__(self, message: str, code: str | None = None, *, retry_after: int | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status = status
-        self.code = code
         self.message = message
+        self.code = code or self.default_code
+        self.retry_after = retry_after
         self.headers = headers or {}
 
-    def body(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message}}
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
 
 
-def bad_request(message: str, code: str = "bad_request") -> ApiError:
-    return ApiError(400, code, message)
+class InvalidInput(DomainError):
+    """The request itself is malformed or breaks a rule."""
+
+    default_code = "bad_request"
 
 
-def not_found(message: str = "not found") -> ApiError:
-    return ApiError(404, "not_found", message)
+class Unauthenticated(DomainError):
+    """Who is calling is unknown: no, bad, expired or replayed credentials."""
+
+    default_code = "unauthorized"
 
 
-def unavailable(message: str, retry_after: int = 5) -> ApiError:
-    return ApiError(503, "service_unavailable", message, {"Retry-After": str(retry_after)})
+class Forbidden(DomainError):
+    """The caller is known but may not do this."""
+
+    default_code = "forbidden"
+
+
+class NotFound(DomainError):
+    default_code = "not_found"
+
+
+class Conflict(DomainError):
+    """The request contradicts the current state (a taken email, a reused idempotency key)."""
+
+    default_code = "conflict"
+
+
+class TooLarge(DomainError):
+    """Over a size limit: body, number of images, pixels."""
+
+    default_code = "payload_too_large"
+
+
+class UnsupportedType(DomainError):
+    """Content of a kind the platform does not take."""
+
+    default_code = "unsupported_media_type"
+
+
+class Unprocessable(DomainError):
+    """Well-formed but unusable content: an unreadable or blank image."""
+
+    default_code = "unprocessable"
+
+
+class RateLimited(DomainError):
+    default_code = "rate_limited"
+
+
+class Unavailable(DomainError):
+    """A dependency is down or saturated: try again after `retry_after` seconds."""
+
+    default_code = "service_unavailable"
+
+    def __init__(self, message: str, code: str | None = None, *, retry_after: int = 5,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message, code, retry_after=retry_after, headers=headers)

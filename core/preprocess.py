@@ -15,8 +15,8 @@ trainers' evaluation and the benchmarks, so there is exactly one definition of
 * :func:`to_png` / :func:`from_png` - lossless storage of the 28x28 result.
 * :func:`scale` - uint8 -> float32 in [0, 1], the networks' input.
 
-Every failure caused by the uploaded bytes is an :class:`ImageError` carrying
-the HTTP status, a short machine code and a human sentence; nothing else
+Every failure caused by the uploaded bytes is an :class:`ImageError` (too
+large, unsupported, unusable) with a short machine code and a human sentence; nothing else
 escapes :func:`preprocess_image` for bad input.
 """
 from __future__ import annotations
@@ -28,8 +28,13 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from core.errors import DomainError, TooLarge, Unprocessable, UnsupportedType
+
 __all__ = [
     "ImageError",
+    "ImageTooLarge",
+    "UnsupportedImage",
+    "UnusableImage",
     "SUPPORTED_TYPES",
     "MAX_PIXELS",
     "detect_type",
@@ -79,38 +84,34 @@ _WORK_MAX_SIDE = 1024
 _MIN_CONTRAST = 0.05
 
 
-class ImageError(Exception):
-    """An uploaded image that cannot be used.
+class ImageError(DomainError):
+    """An uploaded image that cannot be used; the subclass says why."""
 
-    ``status`` is the HTTP status to answer with (413 too large / decompression
-    bomb, 415 unsupported type, 422 unreadable, empty or blank), ``code`` a short
-    machine code and ``message`` a sentence for a human.
-    """
 
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+class ImageTooLarge(ImageError, TooLarge):
+    default_code = "image_too_large"
 
-    def to_dict(self) -> dict:
-        """The JSON error body of the HTTP API."""
-        return {"error": {"code": self.code, "message": self.message}}
 
-    def __repr__(self) -> str:
-        return f"ImageError({self.status}, {self.code!r}, {self.message!r})"
+class UnsupportedImage(ImageError, UnsupportedType):
+    default_code = "unsupported_media_type"
+
+
+class UnusableImage(ImageError, Unprocessable):
+    """Unreadable (``unreadable_image``) or without a digit (``blank_image``)."""
+
+    default_code = "unreadable_image"
 
 
 def _too_large(message: str) -> ImageError:
-    return ImageError(413, "image_too_large", message)
+    return ImageTooLarge(message)
 
 
 def _unreadable(message: str) -> ImageError:
-    return ImageError(422, "unreadable_image", message)
+    return UnusableImage(message, "unreadable_image")
 
 
 def _blank(message: str) -> ImageError:
-    return ImageError(422, "blank_image", message)
+    return UnusableImage(message, "blank_image")
 
 
 def _as_bytes(data) -> bytes:
@@ -153,9 +154,7 @@ def detect_type(data: bytes) -> str:
     ):
         return "bmp"
     allowed = ", ".join(k.upper() for k in SUPPORTED_TYPES)
-    raise ImageError(
-        415,
-        "unsupported_media_type",
+    raise UnsupportedImage(
         f"Unsupported image type: the data is not one of {allowed} "
         "(vector formats such as SVG, PDF and EPS are not accepted).",
     )
@@ -443,12 +442,10 @@ def from_png(data: bytes) -> np.ndarray:
     """Inverse of :func:`to_png`: PNG bytes -> ``(28, 28) uint8``."""
     data = _as_bytes(data)
     if detect_type(data) != "png":
-        raise ImageError(415, "unsupported_media_type", "Expected a PNG image.")
+        raise UnsupportedImage("Expected a PNG image.")
     try:
         im = _decode(data, "png", _SIZE * _SIZE)
-    except ImageError as exc:
-        if exc.status != 413:
-            raise
+    except ImageTooLarge as exc:
         raise _unreadable("Expected a 28x28 image; this one is larger.") from exc
     if im.size != (_SIZE, _SIZE):
         raise _unreadable(f"Expected a 28x28 image, got {im.size[0]}x{im.size[1]}.")
