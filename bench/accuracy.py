@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    from trainers.train import configure_threads
-    configure_threads()
+    from models.runtime import configure_tensorflow
+    configure_tensorflow(min(os.cpu_count() or 2, 8))
     from models import networks
     from trainers.mnist import load_mnist
     from trainers.train import train

@@ -355,7 +355,8 @@ def digit_images(mnist_dir: Path, count: int = 10) -> tuple[list[bytes], list[in
 
 def measure_compute(stack: Stack, models: list[str], x_test: np.ndarray, threads: int,
                     seconds: float) -> tuple[list[dict], dict]:
-    from models.serving import LoadedModel, configure_tensorflow
+    from models.runtime import configure_tensorflow
+    from models.serving import LoadedModel
     from core.preprocess import scale
 
     configure_tensorflow(threads)

@@ -1,11 +1,16 @@
-"""All configuration, read once from the environment (12-factor)."""
+"""All configuration, read once from the environment (12-factor).
+
+Each setting is one dataclass field whose metadata names its environment
+variable; `from_env` reads them and `to_env` writes them back, the one way
+settings reach a child process.
+"""
 from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "insecure"}
 DEFAULT_MIRRORS = (
@@ -18,116 +23,95 @@ class SettingsError(ValueError):
     pass
 
 
-def _bool(value: str | None, default: bool = False) -> bool:
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _number(env: Mapping[str, str], name: str, default, cast=int):
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return cast(raw)
-    except ValueError:
-        kind = "an integer" if cast is int else "a number"
-        raise SettingsError(f"{name} must be {kind}, got {raw!r}") from None
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    return _number(env, name, default, int)
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    return _number(env, name, default, float)
+def env(name: str, default: Any, *, doc: str = "") -> Any:
+    return field(default=default, metadata={"env": name, "doc": doc})
 
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = "sqlite:///var/digitserve.db"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    secret_key: str = ""
-    environment: str = "development"
-    var_dir: Path = Path("var")
-    mnist_dir: Path = Path("data/mnist")
-    mnist_mirrors: tuple[str, ...] = DEFAULT_MIRRORS
-    model_cache_dir: Path = Path("var/models")
-    host: str = "127.0.0.1"
-    port: int = 8080
+    database_url: str = env("DATABASE_URL", "")  # empty: sqlite in VAR_DIR
+    redis_url: str = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+    secret_key: str = env("SECRET_KEY", "")
+    environment: str = env("DIGITSERVE_ENV", "development")
+    var_dir: Path = env("VAR_DIR", Path("var"))
+    mnist_dir: Path = env("MNIST_DIR", Path("data/mnist"))
+    mnist_mirrors: tuple[str, ...] = env("MNIST_MIRRORS", DEFAULT_MIRRORS)
+    model_cache_dir: Path = env("MODEL_CACHE_DIR", Path())  # empty: VAR_DIR/models
+    host: str = env("HOST", "127.0.0.1")
+    port: int = env("PORT", 8080)
     # queues and workers
-    queue_name: str = "predictions"
-    queue_max_length: int = 1000
-    job_timeout: int = 60
-    job_retries: int = 2
-    job_stale_after: float = 30.0  # grace before the sweeper re-queues a lost job
-    result_ttl: int = 600
-    max_wait: float = 30.0
-    model_poll_seconds: float = 2.0
-    tf_threads: int = 1
-    default_model: str = ""
-    web_threads: int = 32
-    db_pool_size: int = 20
-    log_requests: bool = False
+    queue_name: str = env("QUEUE_NAME", "predictions")
+    queue_max_length: int = env("QUEUE_MAX_LENGTH", 1000)
+    job_timeout: int = env("JOB_TIMEOUT", 60)
+    job_retries: int = env("JOB_RETRIES", 2)
+    job_stale_after: float = env("JOB_STALE_AFTER", 30.0)  # grace before the sweeper re-queues a lost job
+    result_ttl: int = env("RESULT_TTL", 600)
+    notice_ttl: int = env("NOTICE_TTL", 60)  # how long a result notice waits for a late waiter
+    max_wait: float = env("MAX_WAIT", 30.0)
+    model_poll_seconds: float = env("MODEL_POLL_SECONDS", 2.0)
+    tf_threads: int = env("TF_THREADS", 0)  # 0: 1 per serving process, every core for training
+    default_model: str = env("DEFAULT_MODEL", "")
+    web_threads: int = env("WEB_THREADS", 32)
+    db_pool_size: int = env("DB_POOL_SIZE", 20)
+    log_requests: bool = env("LOG_REQUESTS", False)
     # uploads
-    max_body_bytes: int = 4 * 1024 * 1024
-    max_images: int = 16
-    max_image_pixels: int = 16_000_000
+    max_body_bytes: int = env("MAX_BODY_BYTES", 4 * 1024 * 1024)
+    max_images: int = env("MAX_IMAGES", 16)
+    max_image_pixels: int = env("MAX_IMAGE_PIXELS", 16_000_000)
     # security
-    allow_bearer_keys: bool = False
-    signature_window: int = 300
-    nonce_ttl: int = 900
-    session_idle_seconds: int = 3600
-    rate_limit_per_minute: float = 120.0
-    rate_limit_burst: int = 30
-    login_max_failures: int = 5
-    login_lockout_seconds: int = 60
+    allow_bearer_keys: bool = env("ALLOW_BEARER_KEYS", False)
+    signature_window: int = env("SIGNATURE_WINDOW", 300)
+    nonce_ttl: int = env("NONCE_TTL", 900)
+    session_idle_seconds: int = env("SESSION_IDLE_SECONDS", 3600)
+    rate_limit_per_minute: float = env("RATE_LIMIT_PER_MINUTE", 120.0)
+    rate_limit_burst: int = env("RATE_LIMIT_BURST", 30)
+    login_max_failures: int = env("LOGIN_MAX_FAILURES", 5)
+    login_lockout_seconds: int = env("LOGIN_LOCKOUT_SECONDS", 60)
     # which prefix Redis keys get (tests isolate themselves with it)
-    redis_prefix: str = "ds:"
+    redis_prefix: str = env("REDIS_PREFIX", "ds:")
+
+    def __post_init__(self):
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{Path(self.var_dir) / 'digitserve.db'}")
+        if self.model_cache_dir == Path():
+            object.__setattr__(self, "model_cache_dir", Path(self.var_dir) / "models")
 
     @property
     def production(self) -> bool:
         return self.environment == "production"
 
+    def serving_threads(self) -> int:
+        """TensorFlow threads for a web or worker process (they share the cores)."""
+        return self.tf_threads or 1
+
+    def training_threads(self) -> int:
+        return self.tf_threads or min(os.cpu_count() or 2, 8)
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
-        var_dir = Path(env.get("VAR_DIR", "var"))
-        environment = env.get("DIGITSERVE_ENV", "development")
-        mirrors = tuple(m.strip() for m in env.get("MNIST_MIRRORS", "").split(",") if m.strip())
-        settings = cls(
-            database_url=env.get("DATABASE_URL") or f"sqlite:///{var_dir / 'digitserve.db'}",
-            redis_url=env.get("REDIS_URL") or cls.redis_url,
-            secret_key=env.get("SECRET_KEY", ""),
-            environment=environment,
-            var_dir=var_dir,
-            mnist_dir=Path(env.get("MNIST_DIR") or "data/mnist"),
-            mnist_mirrors=mirrors or DEFAULT_MIRRORS,
-            model_cache_dir=Path(env.get("MODEL_CACHE_DIR") or var_dir / "models"),
-            host=env.get("HOST") or cls.host,
-            port=_int(env, "PORT", cls.port),
-            queue_name=env.get("QUEUE_NAME") or cls.queue_name,
-            queue_max_length=_int(env, "QUEUE_MAX_LENGTH", cls.queue_max_length),
-            job_timeout=_int(env, "JOB_TIMEOUT", cls.job_timeout),
-            job_retries=_int(env, "JOB_RETRIES", cls.job_retries),
-            job_stale_after=_float(env, "JOB_STALE_AFTER", cls.job_stale_after),
-            max_wait=_float(env, "MAX_WAIT", cls.max_wait),
-            model_poll_seconds=_float(env, "MODEL_POLL_SECONDS", cls.model_poll_seconds),
-            tf_threads=_int(env, "TF_THREADS", cls.tf_threads),
-            default_model=env.get("DEFAULT_MODEL", ""),
-            web_threads=_int(env, "WEB_THREADS", cls.web_threads),
-            db_pool_size=_int(env, "DB_POOL_SIZE", cls.db_pool_size),
-            log_requests=_bool(env.get("LOG_REQUESTS")),
-            max_body_bytes=_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
-            max_images=_int(env, "MAX_IMAGES", cls.max_images),
-            max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", cls.max_image_pixels),
-            allow_bearer_keys=_bool(env.get("ALLOW_BEARER_KEYS")),
-            rate_limit_per_minute=_float(env, "RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_minute),
-            rate_limit_burst=_int(env, "RATE_LIMIT_BURST", cls.rate_limit_burst),
-            redis_prefix=env.get("REDIS_PREFIX") or cls.redis_prefix,
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is not None and raw.strip() != "":
+                values[f.name] = _parse(f.metadata["env"], raw, f.default)
+        settings = cls(**values)
         settings.validate()
         return settings
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as the environment variables `from_env` reads back."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                text = "1" if value else "0"
+            elif isinstance(value, tuple):
+                text = ",".join(value)
+            else:
+                text = str(value)
+            out[f.metadata["env"]] = text
+        return out
 
     def validate(self) -> None:
         if self.production and (
@@ -144,8 +128,8 @@ class Settings:
             raise SettingsError("JOB_STALE_AFTER must be at least 1 second")
 
     def with_secret(self) -> "Settings":
-        """Local runs: use SECRET_KEY, or one generated once into var/secret_key."""
-        if self.secret_key:
+        """Local runs: use SECRET_KEY, or one generated once into var/secret_key (never in production)."""
+        if self.secret_key or self.production:
             return self
         path = self.var_dir / "secret_key"
         if not path.exists():
@@ -156,3 +140,20 @@ class Settings:
 
     def replace(self, **changes) -> "Settings":
         return replace(self, **changes)
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, (int, float)):
+        cast = type(default)
+        try:
+            return cast(raw)
+        except ValueError:
+            kind = "an integer" if cast is int else "a number"
+            raise SettingsError(f"{name} must be {kind}, got {raw!r}") from None
+    if isinstance(default, Path):
+        return Path(raw)
+    if isinstance(default, tuple):
+        return tuple(item.strip() for item in raw.split(",") if item.strip()) or default
+    return raw

@@ -10,22 +10,17 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.store import ModelStore
 from core.db import ActiveModel, ModelVersion, unit_of_work, utcnow
+from core.errors import Conflict, InvalidInput, NotFound
+from models.store import ModelStore
 
 
-class RegistryError(Exception):
-    """A request the registry refuses; `status` is the HTTP status it maps to."""
-
-    def __init__(self, message: str, status: int = 409, code: str = "conflict"):
-        super().__init__(message)
-        self.status = status
-        self.code = code
+class RegistryError(Conflict):
+    """A change the registry refuses (deleting the active version, a version number race)."""
 
 
-class ModelNotFound(RegistryError):
-    def __init__(self, message: str):
-        super().__init__(message, status=404, code="model_not_found")
+class ModelNotFound(NotFound):
+    default_code = "model_not_found"
 
 
 @dataclass(frozen=True)
@@ -74,7 +69,7 @@ def parse_model_spec(spec: str) -> tuple[str, int | None]:
     """'cnn' -> ('cnn', None); 'cnn:3' -> ('cnn', 3)."""
     name, _, version = spec.strip().partition(":")
     if not name or (version and not version.isdigit()):
-        raise RegistryError(f"model must be 'name' or 'name:version', got {spec!r}", 400, "bad_request")
+        raise InvalidInput(f"model must be 'name' or 'name:version', got {spec!r}")
     return name, int(version) if version else None
 
 
@@ -158,9 +153,6 @@ class ModelRegistry:
             rows = session.scalars(query.order_by(ModelVersion.name, ModelVersion.version)).all()
             active = self._active_ids(session)
             return [self._info(row, active.get(row.name)) for row in rows]
-
-    def names(self) -> list[str]:
-        return sorted({info.name for info in self.list()})
 
     def get(self, name: str, version: int | str | None = "active") -> VersionInfo:
         """The active version of `name`, or a given version number."""

@@ -5,9 +5,7 @@ the same model costs ~1-5 ms, so serving only ever calls the traced function.
 """
 from __future__ import annotations
 
-import os
 import threading
-import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -15,25 +13,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     from models.registry import ModelRegistry, VersionInfo
-
-_configured = False
-
-
-def configure_tensorflow(threads: int) -> None:
-    """Thread counts must be set before TensorFlow runs anything (web and worker share 2 cores)."""
-    global _configured
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    if _configured:
-        return
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, threads))
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, threads))
-    except RuntimeError:
-        pass  # already initialised by an earlier caller in this process
-    _configured = True
-
 
 class LoadedModel:
     def __init__(self, info: "VersionInfo", path):
@@ -64,7 +43,6 @@ class ModelCache:
         self.capacity = capacity
         self._models: OrderedDict[int, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
-        self.load_seconds: dict[int, float] = {}
 
     def get(self, info: "VersionInfo") -> LoadedModel:
         with self._lock:
@@ -72,9 +50,7 @@ class ModelCache:
             if loaded is not None:
                 self._models.move_to_end(info.id)
                 return loaded
-            started = time.perf_counter()
             loaded = LoadedModel(info, self.registry.fetch_file(info))
-            self.load_seconds[info.id] = time.perf_counter() - started
             self._models[info.id] = loaded
             while len(self._models) > self.capacity:
                 self._models.popitem(last=False)

@@ -242,18 +242,14 @@ def signed(app):
 
 @pytest.fixture
 def run_jobs(services):
-    """Run every queued job in this process (a burst SimpleWorker), as `digitserve worker` would."""
-    from rq import SimpleWorker
-    from rq.serializers import JSONSerializer
-
-    from models.serving import ModelCache
+    """Run every queued job in this process (a burst worker), as `digitserve worker` would."""
+    from server.cli.worker import start_runner
     from server.queue import jobs
 
-    jobs.install(jobs.Runtime(services, ModelCache(services.registry)))
+    start_runner(services)
 
     def run() -> None:
-        SimpleWorker([services.queue], connection=services.redis, serializer=JSONSerializer).work(
-            burst=True, logging_level="WARNING")
+        services.queue.work(f"test-{uuid.uuid4().hex[:6]}", burst=True)
 
     yield run
     jobs.install(None)
@@ -288,23 +284,8 @@ def digit_pngs(mnist) -> dict[int, bytes]:
 
 
 def process_env(settings: Settings, **extra) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "REDIS_PREFIX": settings.redis_prefix,
-        "QUEUE_NAME": settings.queue_name,
-        "SECRET_KEY": settings.secret_key,
-        "VAR_DIR": str(settings.var_dir),
-        "MODEL_CACHE_DIR": str(settings.model_cache_dir),
-        "MNIST_DIR": str(settings.mnist_dir),
-        "HOST": settings.host,
-        "PORT": str(settings.port),
-        "JOB_TIMEOUT": str(settings.job_timeout),
-        "MODEL_POLL_SECONDS": "0.5",
-        "TF_THREADS": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
+    env = {**os.environ, **settings.replace(model_poll_seconds=0.5, tf_threads=1).to_env(),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -320,9 +301,7 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: st
 
 
 def wait_for_worker(services, timeout: float = 60.0) -> None:
-    from rq import Worker
-
-    wait_until(lambda: Worker.all(queue=services.queue), timeout, 0.2, "a worker on the queue")
+    wait_until(lambda: services.queue.live_workers(), timeout, 0.2, "a worker on the queue")
 
 
 @pytest.fixture

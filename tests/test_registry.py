@@ -8,6 +8,7 @@ from models.registry import ModelNotFound, ModelRegistry, RegistryError, parse_m
 from models.store import CHUNK_SIZE, ModelStore, StoreError
 from core import migrate
 from core.db import make_engine, make_session_factory
+from core.errors import InvalidInput
 
 
 @pytest.fixture
@@ -30,7 +31,6 @@ def test_versions_number_up_per_name(registry, tmp_path):
     c1 = registry.register("cnn", "cnn", model_file(tmp_path, b"three"))
     assert (a1.version, a2.version, c1.version) == (1, 2, 1)
     assert [(v.name, v.version) for v in registry.list()] == [("cnn", 1), ("mlp", 1), ("mlp", 2)]
-    assert registry.names() == ["cnn", "mlp"]
 
 
 def test_exactly_one_active_version_and_rollback(registry, tmp_path):
@@ -123,7 +123,7 @@ def test_parse_model_spec(spec, expected):
 
 @pytest.mark.parametrize("spec", ["", ":3", "cnn:x", "cnn:-1"])
 def test_parse_model_spec_rejects(spec):
-    with pytest.raises(RegistryError):
+    with pytest.raises(InvalidInput):
         parse_model_spec(spec)
 
 

@@ -215,7 +215,7 @@ def test_jobs_are_serialized_as_json_not_pickle(account, registered_mlp, digit_p
     # no other field is pickled either
     for field, value in raw.items():
         assert not value.startswith(b"\x80\x04") and not value.startswith(b"\x80\x05"), field
-    assert services.queue.serializer.__name__ == "JSONSerializer" or "json" in repr(services.queue.serializer).lower()
+    assert services.queue.rq.serializer.__name__ == "JSONSerializer"
 
 
 def test_declared_oversized_body_is_413_on_safe_methods_too(app, services):

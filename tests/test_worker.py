@@ -6,9 +6,9 @@ import pytest
 from rq.job import Job
 
 from conftest import wait_for_worker, wait_until
+from core.db import Prediction, unit_of_work, utcnow
 from server.queue import jobs
 from server.services import predictions
-from core.db import Prediction, unit_of_work, utcnow
 
 pytestmark = pytest.mark.slow
 
@@ -91,12 +91,12 @@ def test_sweep_requeues_lost_jobs_and_fails_exhausted_ones(services, registered_
         row.status, row.started_at, row.attempts = "running", long_ago, 1
         row = session.get(Prediction, exhausted)
         row.created_at, row.attempts = long_ago, services.settings.job_retries + 1
-    assert jobs.sweep(services) == {"requeued": 1, "failed": 1}
+    assert predictions.sweep(services) == {"requeued": 1, "failed": 1}
     assert status_of(services, exhausted) == "failed"
     assert "lost" in predictions.get(services, None, exhausted)["error"]
     run_jobs()
     assert status_of(services, lost) == "succeeded"
-    assert jobs.sweep(services) == {"requeued": 0, "failed": 0}
+    assert predictions.sweep(services) == {"requeued": 0, "failed": 0}
 
 
 def test_sweep_requeues_a_job_its_worker_took_off_the_queue_before_dying(services, registered_mlp, digit_pngs,
@@ -108,13 +108,14 @@ def test_sweep_requeues_a_job_its_worker_took_off_the_queue_before_dying(service
             session.get(Prediction, pid).created_at = long_ago
     # what a worker does first when it takes a job: move its id to RQ's intermediate list
     # (the job still says `queued`); the worker is killed before it marks the job started
-    moved = services.redis.lmove(services.queue.key, services.queue.intermediate_queue.key)
+    rq_queue = services.queue.rq
+    moved = services.redis.lmove(rq_queue.key, rq_queue.intermediate_queue.key)
     assert moved.decode() == taken
-    assert Job.fetch(taken, connection=services.redis, serializer=services.queue.serializer).get_status() == "queued"
+    assert Job.fetch(taken, connection=services.redis, serializer=rq_queue.serializer).get_status() == "queued"
     # the job still waiting in the queue is left alone: re-queueing it would only run it twice
-    assert jobs.sweep(services) == {"requeued": 1, "failed": 0}
-    assert services.queue.job_ids == [waiting, taken]
-    assert services.queue.intermediate_queue.get_job_ids() == []
+    assert predictions.sweep(services) == {"requeued": 1, "failed": 0}
+    assert rq_queue.job_ids == [waiting, taken]
+    assert rq_queue.intermediate_queue.get_job_ids() == []
     run_jobs()
     assert all_succeeded(services, [taken, waiting])
 

@@ -7,24 +7,20 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.registry import ModelRegistry, VersionInfo
-from core.db import PredictionImage, unit_of_work
+from core.db import unit_of_work
 from core.preprocess import from_png
+from core.repositories import predictions
 from core.settings import Settings
+from models.registry import ModelRegistry, VersionInfo
 from trainers.mnist import MnistData, load_mnist
 
 
 def feedback_examples(sessions: sessionmaker[Session]) -> tuple[np.ndarray, np.ndarray]:
     """Users' corrections: the 28x28 images the network saw, with the label the user gave."""
     with unit_of_work(sessions) as session:
-        rows = session.execute(
-            select(PredictionImage.preprocessed_png, PredictionImage.feedback_label)
-            .where(PredictionImage.feedback_label.is_not(None))
-            .order_by(PredictionImage.feedback_at)
-        ).all()
+        rows = predictions.labelled_images(session)
     if not rows:
         return np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.uint8)
     return np.stack([from_png(png) for png, _ in rows]), np.array([label for _, label in rows], np.uint8)
@@ -63,7 +59,7 @@ def train_and_register(
         data, feedback_count = with_feedback(data, images, labels), len(labels)
     result = train(
         family, data, epochs=epochs, batch_size=batch_size, limit=limit, seed=seed,
-        progress=progress, overrides=overrides,
+        progress=progress, overrides=overrides, threads=settings.training_threads(),
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{family}.keras"

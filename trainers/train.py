@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from models import dbn as dbn_module
 from models import networks
+from models.runtime import configure_tensorflow
 from core.preprocess import scale
 
 
@@ -35,24 +36,6 @@ class TrainResult:
     curves: dict            # per epoch "loss", "accuracy", "val_loss", "val_accuracy" (+ dbn "rbm_reconstruction_error")
     train_seconds: float
     epochs_run: int
-
-
-_threads_configured = False
-
-
-def configure_threads(intra_op: int | None = None, inter_op: int = 1) -> None:
-    """Pin TensorFlow's thread pools (intra-op = cores, default 2 here). Must run
-    before TensorFlow executes its first op; later calls are ignored."""
-    global _threads_configured
-    if _threads_configured:
-        return
-    intra = intra_op or int(os.environ.get("TF_INTRA_OP_THREADS", 0)) or min(os.cpu_count() or 2, 8)
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
-    except RuntimeError:
-        pass  # the runtime is already initialised: keep its settings
-    _threads_configured = True
 
 
 def _set_determinism(seed: int) -> None:
@@ -192,13 +175,13 @@ def _json_hp(hp: dict) -> dict:
 
 def train(family: str, data: Any, *, epochs: int | None = None, batch_size: int | None = None,
           limit: int | None = None, seed: int = 0, progress: bool = True,
-          overrides: dict | None = None) -> TrainResult:
+          overrides: dict | None = None, threads: int | None = None) -> TrainResult:
     """Train ``family`` on ``data`` (an ``MnistData``: x_train/y_train/x_test/y_test
     uint8 arrays) and evaluate it on the test set. ``limit`` trains on the first
     ``limit`` training images; ``overrides`` update ``networks.DEFAULTS[family]``."""
     if family not in networks.FAMILIES:
         raise ValueError(f"unknown family {family!r}; expected one of {networks.FAMILIES}")
-    configure_threads()
+    configure_tensorflow(threads or min(os.cpu_count() or 2, 8))
     hp = networks.hyperparameters(family, overrides)
     if epochs is not None:
         hp["epochs"] = int(epochs)

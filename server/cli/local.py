@@ -1,7 +1,6 @@
-"""Processes: `digitserve serve` (CherryPy) and `digitserve run` (everything, locally)."""
+"""The local one-command run: `digitserve init` (prepare) and `digitserve run` (Redis if needed, web + worker)."""
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import signal
@@ -11,51 +10,15 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-import cherrypy
 import redis
 
 from core import migrate
+from core.db import wait_for_database
+from core.settings import Settings
+from server.cli.processes import digitserve_command
 from server.services.accounts import has_admin
 from server.services.bootstrap import build
-from core.db import wait_for_database
-from server.cli.processes import digitserve_command
-from core.settings import Settings
 
-log = logging.getLogger("digitserve")
-
-
-def serve(settings: Settings) -> int:
-    from server.web.app import create_app
-
-    services = build(settings)
-    wait_for_database(services.engine)
-    application = create_app(settings, services)
-    cherrypy.tree.mount(application, "")
-    cherrypy.config.update({
-        "server.socket_host": settings.host,
-        "server.socket_port": settings.port,
-        "server.thread_pool": settings.web_threads,
-        "server.socket_queue_size": 128,
-        # the app answers 413 itself from Content-Length; this also bounds chunked bodies
-        "server.max_request_body_size": settings.max_body_bytes + 1024 * 1024,
-        "engine.autoreload.on": False,
-        "log.screen": settings.log_requests,
-        "checker.on": False,
-    })
-
-    def warm_up():  # v2 inference runs in this process: load the networks before the first call
-        try:
-            application.digitserve.v2_models.cache.preload_active()
-        except Exception:
-            log.exception("could not preload models for /v2")
-
-    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
-    cherrypy.engine.signals.subscribe()
-    cherrypy.engine.start()
-    log.info("serving on http://%s:%s/", settings.host, settings.port)
-    cherrypy.engine.block()
-    services.close()
-    return 0
 
 
 def _redis_reachable(url: str) -> bool:
@@ -109,9 +72,8 @@ def prepare(settings: Settings, train_args: tuple[str, ...] = ()) -> None:
             print(f"no active model: activated {latest.name}:{latest.version}")
             return
         print("no model registered yet: training the default MLP on MNIST (a few minutes)")
-        env = {**os.environ, "DATABASE_URL": settings.database_url, "MNIST_DIR": str(settings.mnist_dir),
-               "MODEL_CACHE_DIR": str(settings.model_cache_dir)}
-        subprocess.run(digitserve_command("train", "mlp", "--activate", *train_args), env=env, check=True)
+        subprocess.run(digitserve_command("train", "mlp", "--activate", *train_args),
+                       env={**os.environ, **settings.to_env()}, check=True)
     finally:
         services.close()
 
@@ -119,9 +81,7 @@ def prepare(settings: Settings, train_args: tuple[str, ...] = ()) -> None:
 def run_all(settings: Settings) -> int:
     """`digitserve run`: prepare, then the web server and a worker until Ctrl-C - what compose runs, in one go."""
     redis_process = ensure_redis(settings)
-    env = {**os.environ, "SECRET_KEY": settings.secret_key, "DATABASE_URL": settings.database_url,
-           "REDIS_URL": settings.redis_url, "MNIST_DIR": str(settings.mnist_dir),
-           "MODEL_CACHE_DIR": str(settings.model_cache_dir)}
+    env = {**os.environ, **settings.to_env()}
     children: list[subprocess.Popen] = []
     try:
         prepare(settings)

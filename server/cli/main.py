@@ -65,7 +65,7 @@ def _print_versions(versions) -> None:
 
 
 def cmd_models(args, settings: Settings) -> int:
-    from models.registry import RegistryError
+    from core.errors import DomainError
 
     registry = _services(settings).registry
     try:
@@ -80,8 +80,8 @@ def cmd_models(args, settings: Settings) -> int:
         elif args.action == "delete":
             registry.delete(args.name, args.version)
             print(f"deleted {args.name}:{args.version}")
-    except RegistryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except DomainError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
         return 1
     return 0
 
@@ -93,24 +93,24 @@ def _logging(level: str = "INFO") -> None:
 
 
 def cmd_serve(args, settings: Settings) -> int:
-    from server.cli.local import serve
+    from server.web.httpd import serve
 
     _logging()
-    return serve(settings.with_secret() if not settings.production else settings)
+    return serve(settings.with_secret())
 
 
 def cmd_worker(args, settings: Settings) -> int:
-    from server.queue.worker import run_worker
+    from server.cli.worker import run_worker
 
     _logging()
-    return run_worker(settings.with_secret() if not settings.production else settings, burst=args.burst)
+    return run_worker(settings.with_secret(), burst=args.burst)
 
 
 def cmd_run(args, settings: Settings) -> int:
     from server.cli.local import run_all
 
     _logging()
-    return run_all(settings.with_secret() if not settings.production else settings)
+    return run_all(settings.with_secret())
 
 
 def cmd_init(args, settings: Settings) -> int:
@@ -125,14 +125,14 @@ def cmd_users(args, settings: Settings) -> int:
     import os
 
     from core import migrate
+    from core.errors import DomainError
     from server.services.accounts import create_user
-    from core.errors import ApiError
 
     migrate.upgrade(settings.database_url)
     password = os.environ.get("DIGITSERVE_PASSWORD") or getpass.getpass(f"password for {args.email}: ")
     try:
         user = create_user(_services(settings), args.email, password, role="admin" if args.admin else "user")
-    except ApiError as exc:
+    except DomainError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     print(f"created {user['role']} {user['email']} (id {user['id']})")

@@ -18,13 +18,14 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core import signing
+from core.db import User, unit_of_work, utcnow
+from core.errors import (Conflict, Forbidden, InvalidInput, NotFound, RateLimited, Unauthenticated,
+                         Unavailable)
+from core.repositories import users as repo
 from server.services.bootstrap import Services
-from core.db import ApiKey, User, unit_of_work, utcnow
-from core.errors import ApiError, bad_request, not_found, unavailable
 
 # OWASP's argon2id baseline: m=19 MiB, t=2, p=1.
 PASSWORDS = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, hash_len=32, salt_len=16)
@@ -37,14 +38,6 @@ SCOPES = ("predict", "admin")
 NONCE_RE = re.compile(r"^[A-Za-z0-9._~-]{16,64}$")
 AUTH_RE = re.compile(r"^DS1-HMAC-SHA256 KeyId=([A-Za-z0-9_-]{1,64}),\s*Signature=([0-9a-fA-F]{64})$")
 SESSION_COOKIE = "ds_session"
-
-
-def unauthorized(message: str, code: str = "unauthorized") -> ApiError:
-    return ApiError(401, code, message)
-
-
-def forbidden(message: str) -> ApiError:
-    return ApiError(403, "forbidden", message)
 
 
 @dataclass(frozen=True)
@@ -76,33 +69,30 @@ def user_document(user: User) -> dict:
 
 def check_password_strength(email: str, password: str) -> None:
     if not isinstance(password, str) or len(password) < 10:
-        raise bad_request("password must be at least 10 characters", "weak_password")
+        raise InvalidInput("password must be at least 10 characters", "weak_password")
     if len(password) > 256:
-        raise bad_request("password must be at most 256 characters", "weak_password")
+        raise InvalidInput("password must be at most 256 characters", "weak_password")
     lowered = password.lower()
     local = email.split("@")[0].lower()
     if lowered in COMMON_PASSWORDS or len(set(password)) < 5 or (len(local) >= 3 and local in lowered):
-        raise bad_request("password is too easy to guess: use more varied characters", "weak_password")
+        raise InvalidInput("password is too easy to guess: use more varied characters", "weak_password")
 
 
 def has_admin(services: Services) -> bool:
     with unit_of_work(services.sessions) as session:
-        return session.scalar(select(User.id).where(User.role == "admin").limit(1)) is not None
+        return repo.any_admin(session)
 
 
 def create_user(services: Services, email, password, role: str = "user") -> dict:
     if not isinstance(email, str) or not EMAIL_RE.match(email.strip()):
-        raise bad_request("email must be a valid address", "bad_email")
+        raise InvalidInput("email must be a valid address", "bad_email")
     email = email.strip().lower()
     check_password_strength(email, password)
     try:
         with unit_of_work(services.sessions) as session:
-            user = User(email=email, password_hash=PASSWORDS.hash(password), role=role)
-            session.add(user)
-            session.flush()
-            return user_document(user)
+            return user_document(repo.add_user(session, email, PASSWORDS.hash(password), role))
     except IntegrityError:
-        raise ApiError(409, "email_taken", "an account with this email already exists") from None
+        raise Conflict("an account with this email already exists", "email_taken") from None
 
 
 def _login_fail_key(services: Services, email: str) -> str:
@@ -112,7 +102,7 @@ def _login_fail_key(services: Services, email: str) -> str:
 def authenticate_password(services: Services, email, password) -> User:
     """Same status, body and timing for a wrong password and an unknown email; throttled per account."""
     if not isinstance(email, str) or not isinstance(password, str):
-        raise bad_request('send JSON {"email": "...", "password": "..."}')
+        raise InvalidInput('send JSON {"email": "...", "password": "..."}')
     email = email.strip().lower()
     settings = services.settings
     fail_key = _login_fail_key(services, email)
@@ -127,21 +117,24 @@ def authenticate_password(services: Services, email, password) -> User:
             if ttl < 0:
                 services.redis.expire(fail_key, settings.login_lockout_seconds)
                 ttl = settings.login_lockout_seconds
-            raise ApiError(429, "too_many_attempts", "too many failed logins; try again later",
-                           {"Retry-After": str(max(1, ttl))})
+            raise RateLimited("too many failed logins; try again later", "too_many_attempts",
+                              retry_after=max(1, ttl))
         services.redis.expire(fail_key, settings.login_lockout_seconds)
     except redis.RedisError:
-        raise unavailable("the session store is unreachable") from None
+        raise Unavailable("the session store is unreachable") from None
     with unit_of_work(services.sessions) as session:
-        user = session.scalar(select(User).where(User.email == email))
+        user = repo.user_by_email(session, email)
     try:
         PASSWORDS.verify(user.password_hash if user else _DUMMY_HASH, password)
         ok = user is not None
     except (VerificationError, InvalidHashError):
         ok = False
     if not ok:  # the failure was counted above
-        raise unauthorized("email or password is wrong", "invalid_credentials")
-    services.redis.delete(fail_key)
+        raise Unauthenticated("email or password is wrong", "invalid_credentials")
+    try:
+        services.redis.delete(fail_key)
+    except redis.RedisError:
+        pass  # the counter expires by itself
     return user
 
 
@@ -152,27 +145,45 @@ def _session_key(services: Services, sid: str) -> str:
     return services.key("session", hashlib.sha256(sid.encode()).hexdigest())
 
 
-def create_session(services: Services, user: User) -> tuple[str, str]:
-    """A fresh session id (never reused across logins) and its CSRF token."""
+SESSION_STORE_DOWN = "the session store is unreachable"
+
+
+def create_session(services: Services, user: User, replacing: str | None = None) -> tuple[str, str]:
+    """A fresh session id (never reused across logins) and its CSRF token; `replacing` ends the old one."""
     sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    services.redis.set(_session_key(services, sid), json.dumps({"user_id": user.id, "csrf": csrf}),
-                       ex=services.settings.session_idle_seconds)
+    try:
+        pipe = services.redis.pipeline()
+        if replacing:
+            pipe.delete(_session_key(services, replacing))
+        pipe.set(_session_key(services, sid), json.dumps({"user_id": user.id, "csrf": csrf}),
+                 ex=services.settings.session_idle_seconds)
+        pipe.execute()
+    except redis.RedisError:
+        raise Unavailable(SESSION_STORE_DOWN) from None
     return sid, csrf
 
 
 def destroy_session(services: Services, sid: str) -> None:
-    services.redis.delete(_session_key(services, sid))
+    try:
+        services.redis.delete(_session_key(services, sid))
+    except redis.RedisError:
+        raise Unavailable(SESSION_STORE_DOWN) from None
 
 
 def session_principal(services: Services, sid: str) -> Principal | None:
     key = _session_key(services, sid)
-    raw = services.redis.get(key)
+    try:
+        pipe = services.redis.pipeline()
+        pipe.get(key)
+        pipe.expire(key, services.settings.session_idle_seconds)  # idle timeout slides
+        raw, _ = pipe.execute()
+    except redis.RedisError:
+        raise Unavailable(SESSION_STORE_DOWN) from None
     if raw is None:
         return None
-    services.redis.expire(key, services.settings.session_idle_seconds)  # idle timeout slides
     data = json.loads(raw)
     with unit_of_work(services.sessions) as session:
-        user = session.get(User, data["user_id"])
+        user = repo.user_by_id(session, data["user_id"])
     if user is None:
         return None
     return Principal(user.id, user.email, user.role, "session", csrf_token=data["csrf"])
@@ -190,26 +201,24 @@ def _fernet(secret_key: str) -> Fernet:
 
 def create_key(services: Services, principal: Principal, payload) -> dict:
     if not isinstance(payload, dict):
-        raise bad_request('send JSON {"name": "...", "scopes": ["predict"]}')
+        raise InvalidInput('send JSON {"name": "...", "scopes": ["predict"]}')
     name = payload.get("name") or "api key"
     scopes = payload.get("scopes", ["predict"])
     if not isinstance(name, str) or len(name) > 100:
-        raise bad_request("name must be a string of at most 100 characters")
+        raise InvalidInput("name must be a string of at most 100 characters")
     if not isinstance(scopes, list) or not scopes or any(s not in SCOPES for s in scopes):
-        raise bad_request(f"scopes must be a non-empty list of {', '.join(SCOPES)}")
+        raise InvalidInput(f"scopes must be a non-empty list of {', '.join(SCOPES)}")
     if "admin" in scopes and principal.role != "admin":
-        raise forbidden("only administrators can create admin-scoped keys")
+        raise Forbidden("only administrators can create admin-scoped keys")
     key_id = "dsk_" + secrets.token_hex(12)
     secret = secrets.token_urlsafe(32)
     with unit_of_work(services.sessions) as session:
-        session.add(ApiKey(
-            key_id=key_id, user_id=principal.user_id, name=name, scopes=sorted(set(scopes)),
-            secret_encrypted=_fernet(services.settings.secret_key).encrypt(secret.encode()).decode(),
-        ))
+        repo.add_key(session, key_id, principal.user_id, name, sorted(set(scopes)),
+                     _fernet(services.settings.secret_key).encrypt(secret.encode()).decode())
     return {"key_id": key_id, "secret": secret, "name": name, "scopes": sorted(set(scopes))}
 
 
-def _key_document(key: ApiKey) -> dict:
+def _key_document(key) -> dict:
     iso = lambda t: None if t is None else t.isoformat(timespec="seconds") + "Z"  # noqa: E731
     return {"key_id": key.key_id, "name": key.name, "scopes": key.scopes, "created_at": iso(key.created_at),
             "last_used_at": iso(key.last_used_at), "revoked": key.revoked_at is not None}
@@ -217,24 +226,21 @@ def _key_document(key: ApiKey) -> dict:
 
 def list_keys(services: Services, principal: Principal) -> dict:
     with unit_of_work(services.sessions) as session:
-        keys = session.scalars(select(ApiKey).where(ApiKey.user_id == principal.user_id).order_by(ApiKey.id)).all()
-        return {"keys": [_key_document(k) for k in keys]}
+        return {"keys": [_key_document(k) for k in repo.keys_of(session, principal.user_id)]}
 
 
 def revoke_key(services: Services, principal: Principal, key_id: str) -> None:
     with unit_of_work(services.sessions) as session:
-        key = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+        key = repo.key_by_key_id(session, key_id)
         if key is None or key.user_id != principal.user_id:
-            raise not_found(f"no key {key_id}")
+            raise NotFound(f"no key {key_id}")
         key.revoked_at = key.revoked_at or utcnow()
 
 
 def _key_principal(services: Services, key_id: str) -> tuple[Principal, str] | None:
     """The key's owner and its decrypted secret, or None when unknown or revoked."""
     with unit_of_work(services.sessions) as session:
-        found = session.execute(
-            select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.key_id == key_id)
-        ).first()
+        found = repo.key_with_owner(session, key_id)
         if found is None or found[0].revoked_at is not None:
             return None
         key, user = found
@@ -247,49 +253,45 @@ def _key_principal(services: Services, key_id: str) -> tuple[Principal, str] | N
 
 def _mark_used(services: Services, key_id: str) -> None:
     """Record a successful use of a key (not a failed attempt with its id); at most once a second."""
-    now = utcnow()
     with unit_of_work(services.sessions) as session:
-        session.execute(update(ApiKey).where(
-            ApiKey.key_id == key_id,
-            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - dt.timedelta(seconds=1)),
-        ).values(last_used_at=now))
+        repo.mark_key_used(session, key_id)
 
 
 def verify_signature(services: Services, method: str, path: str, query: str, headers, body: bytes) -> Principal:
     match = AUTH_RE.match(headers.get("Authorization", "").strip())
     if not match:
-        raise unauthorized("Authorization must be: DS1-HMAC-SHA256 KeyId=<key_id>,Signature=<hex>")
+        raise Unauthenticated("Authorization must be: DS1-HMAC-SHA256 KeyId=<key_id>,Signature=<hex>")
     key_id, signature = match.group(1), match.group(2).lower()
     names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
     if len(names) != len(set(names)):
         # the canonical query sorts pairs, so the order of repeated names would not be signed
-        raise unauthorized("a signed request must not repeat a query parameter")
+        raise Unauthenticated("a signed request must not repeat a query parameter")
     date, nonce = headers.get("X-DS-Date", ""), headers.get("X-DS-Nonce", "")
     content_sha = headers.get("X-DS-Content-SHA256", "").lower()
     try:
         moment = signing.parse_date(date)
     except ValueError:
-        raise unauthorized("X-DS-Date must be UTC in the form YYYYMMDDTHHMMSSZ") from None
+        raise Unauthenticated("X-DS-Date must be UTC in the form YYYYMMDDTHHMMSSZ") from None
     skew = abs((dt.datetime.now(dt.timezone.utc) - moment).total_seconds())
     if skew > services.settings.signature_window:
-        raise unauthorized(f"X-DS-Date is {skew:.0f} s away from the server's clock (at most "
+        raise Unauthenticated(f"X-DS-Date is {skew:.0f} s away from the server's clock (at most "
                            f"{services.settings.signature_window} s allowed)", "stale_request")
     if not NONCE_RE.match(nonce):
-        raise unauthorized("X-DS-Nonce must be 16-64 characters of [A-Za-z0-9._~-]")
+        raise Unauthenticated("X-DS-Nonce must be 16-64 characters of [A-Za-z0-9._~-]")
     if not hmac.compare_digest(content_sha, signing.body_sha256(body)):
-        raise unauthorized("X-DS-Content-SHA256 does not match the body", "body_mismatch")
+        raise Unauthenticated("X-DS-Content-SHA256 does not match the body", "body_mismatch")
     found = _key_principal(services, key_id)
     # an unknown key and a wrong signature answer alike
     expected = signing.sign(found[1] if found else "x" * 43, date, nonce, method, path, query, content_sha)
     if found is None or not hmac.compare_digest(expected, signature):
-        raise unauthorized("the signature does not match", "bad_signature")
+        raise Unauthenticated("the signature does not match", "bad_signature")
     try:
         fresh = services.redis.set(services.key("nonce", key_id, nonce), 1, nx=True,
                                    ex=services.settings.nonce_ttl)
     except redis.RedisError:
-        raise unavailable("the replay store is unreachable; refusing signed requests") from None
+        raise Unavailable("the replay store is unreachable; refusing signed requests") from None
     if not fresh:
-        raise unauthorized("this nonce was already used (replayed request)", "replayed")
+        raise Unauthenticated("this nonce was already used (replayed request)", "replayed")
     _mark_used(services, key_id)
     return found[0]
 
@@ -298,7 +300,7 @@ def verify_bearer(services: Services, token: str) -> Principal:
     key_id, _, secret = token.strip().partition(".")
     found = _key_principal(services, key_id) if key_id else None
     if found is None or not hmac.compare_digest(found[1].encode(), secret.encode()):
-        raise unauthorized("the bearer key is not valid", "bad_key")
+        raise Unauthenticated("the bearer key is not valid", "bad_key")
     principal = found[0]
     _mark_used(services, key_id)
     return Principal(principal.user_id, principal.email, principal.role, "bearer", principal.key_id, principal.scopes)
@@ -329,7 +331,6 @@ def rate_limit(services: Services, principal: Principal) -> None:
         allowed, retry_ms = services.redis.eval(
             _BUCKET, 1, services.key("rate", principal.rate_key), rate, settings.rate_limit_burst, time.time())
     except redis.RedisError:
-        raise unavailable("the rate limiter is unreachable") from None
+        raise Unavailable("the rate limiter is unreachable") from None
     if not allowed:
-        raise ApiError(429, "rate_limited", "too many requests; slow down",
-                       {"Retry-After": str(max(1, -(-int(retry_ms) // 1000)))})
+        raise RateLimited("too many requests; slow down", retry_after=max(1, -(-int(retry_ms) // 1000)))

@@ -1,18 +1,17 @@
-"""All wiring in one place: engine, sessions, Redis, queue, store and registry."""
+"""All wiring in one place: engine, sessions, Redis, the task queue, the model store and registry."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import redis
-from rq import Queue
-from rq.serializers import JSONSerializer
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.registry import ModelRegistry
-from models.store import ModelStore
 from core.db import make_engine, make_session_factory
 from core.settings import Settings
+from models.registry import ModelRegistry
+from models.store import ModelStore
+from server.queue import TaskQueue
 
 
 @dataclass
@@ -21,8 +20,7 @@ class Services:
     engine: Engine
     sessions: sessionmaker[Session]
     redis: redis.Redis
-    blocking_redis: redis.Redis  # for BLPOP waits only: its reads may take up to MAX_WAIT
-    queue: Queue
+    queue: TaskQueue
     store: ModelStore
     registry: ModelRegistry
 
@@ -33,7 +31,7 @@ class Services:
     def close(self) -> None:
         self.engine.dispose()
         self.redis.close()
-        self.blocking_redis.close()
+        self.queue.blocking.close()
 
 
 def build(settings: Settings) -> Services:
@@ -48,15 +46,13 @@ def build(settings: Settings) -> Services:
         settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
     blocking = redis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=2, socket_timeout=settings.max_wait + 5, health_check_interval=30)
-    queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
     store = ModelStore(sessions, settings.model_cache_dir)
     return Services(
         settings=settings,
         engine=engine,
         sessions=sessions,
         redis=connection,
-        blocking_redis=blocking,
-        queue=queue,
+        queue=TaskQueue(settings, connection, blocking),
         store=store,
         registry=ModelRegistry(sessions, store),
     )

@@ -1,27 +1,32 @@
-"""Prediction use cases: submit, look up, list, feedback. Handlers call these; these raise ApiError."""
+"""Prediction use cases: submit, look up, list, correct; run one (the job) and recover lost ones."""
 from __future__ import annotations
 
 import base64
 import datetime as dt
 import hashlib
 import json
+import logging
+import time
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
 import redis
-from rq import Retry
-from sqlalchemy import and_, or_, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from models.registry import ModelNotFound, RegistryError, VersionInfo, parse_model_spec
-from server.services.bootstrap import Services
 from core.db import Prediction, PredictionImage, unit_of_work, utcnow
-from core.errors import ApiError, bad_request, not_found, unavailable
-from core.preprocess import ImageError, preprocess_image, to_png
+from core.errors import Conflict, InvalidInput, NotFound, TooLarge, Unavailable
+from core.preprocess import ImageError, from_png, preprocess_image, scale, to_png
+from core.repositories import predictions as repo
+from core.repositories.predictions import FINISHED
+from models.registry import VersionInfo, parse_model_spec
+from server.services.bootstrap import Services
+from server.services.stats import WorkerStats
 
-JOB_FUNCTION = "server.queue.jobs.run_prediction"
-FINISHED = ("succeeded", "failed")
+log = logging.getLogger("digitserve.predictions")
+
+# errors a later attempt may not meet: the database or Redis briefly away
+TRANSIENT = (OperationalError, redis.ConnectionError, redis.TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,13 @@ class Submission:
     wait: float = 0.0
     idempotency_key: str | None = None
     source: str = "api"
+
+    def digest(self) -> str:
+        """The request as the client sent it: model spec as given and the image bytes."""
+        digest = hashlib.sha256((self.model or "").encode() + b"\0")
+        for image in self.images:
+            digest.update(hashlib.sha256(image).digest())
+        return digest.hexdigest()
 
 
 def isoformat(moment: dt.datetime | None) -> str | None:
@@ -43,157 +55,112 @@ def parse_wait(raw, maximum: float) -> float:
     try:
         wait = float(raw)
     except (TypeError, ValueError):
-        raise bad_request(f"wait must be a number of seconds between 0 and {maximum:g}") from None
+        raise InvalidInput(f"wait must be a number of seconds between 0 and {maximum:g}") from None
     if not 0 <= wait <= maximum:
-        raise bad_request(f"wait must be between 0 and {maximum:g} seconds")
+        raise InvalidInput(f"wait must be between 0 and {maximum:g} seconds")
     return wait
 
 
 def resolve_model(services: Services, spec: str | None) -> VersionInfo:
     """`name` or `name:version`; with no spec, DEFAULT_MODEL or the most recently activated model."""
-    try:
-        if spec:
-            name, version = parse_model_spec(spec)
-            return services.registry.get(name, version if version is not None else "active")
-        active = services.registry.active_versions()
-    except ModelNotFound as exc:
-        raise ApiError(404, "model_not_found", str(exc)) from None
-    except RegistryError as exc:
-        raise ApiError(exc.status, exc.code, str(exc)) from None
+    if spec:
+        name, version = parse_model_spec(spec)
+        return services.registry.get(name, version if version is not None else "active")
+    active = services.registry.active_versions()
     default = services.settings.default_model
     if default and default in active:
         return active[default]
     if not active:
-        raise unavailable("no model is active yet; train one with `digitserve train mlp --activate`", 30)
+        raise Unavailable("no model is active yet; train one with `digitserve train mlp --activate`", retry_after=30)
     return next(iter(active.values()))
 
 
-def _request_digest(submission: Submission, model: VersionInfo) -> str:
-    digest = hashlib.sha256(f"{model.name}:{model.version}".encode())
-    for image in submission.images:
-        digest.update(hashlib.sha256(image).digest())
-    return digest.hexdigest()
+def _preprocess(images: list[bytes], max_pixels: int) -> list[tuple[str, bytes]]:
+    processed = []
+    for index, data in enumerate(images):
+        try:
+            processed.append((hashlib.sha256(data).hexdigest(), to_png(preprocess_image(data, max_pixels))))
+        except ImageError as exc:
+            if len(images) > 1:
+                exc.message = f"image {index}: {exc.message}"
+            raise
+    return processed
 
 
 def submit(services: Services, user_id: int | None, submission: Submission) -> tuple[dict, bool]:
-    """Validate, store and enqueue; returns (prediction document, created?)."""
+    """Validate and preprocess, write the row, enqueue; returns (prediction document, created?).
+
+    If enqueuing fails the row stays `queued` and the sweeper enqueues it later.
+    """
     settings = services.settings
     if not submission.images:
-        raise bad_request("send at least one image (multipart part `image` or JSON `images`)", "no_images")
+        raise InvalidInput("send at least one image (multipart part `image` or JSON `images`)", "no_images")
     if len(submission.images) > settings.max_images:
-        raise ApiError(413, "too_many_images", f"at most {settings.max_images} images per request")
-    model = resolve_model(services, submission.model)
-    request_sha = _request_digest(submission, model)
-
+        raise TooLarge(f"at most {settings.max_images} images per request", "too_many_images")
+    request_sha = submission.digest()
     if submission.idempotency_key:
-        existing = _find_idempotent(services, user_id, submission.idempotency_key)
-        if existing is not None:
-            if existing.request_sha256 != request_sha:
-                raise ApiError(409, "idempotency_conflict",
-                               "this Idempotency-Key was used for a different request")
-            return get(services, user_id, existing.id), False
+        earlier = _idempotent_replay(services, user_id, submission.idempotency_key, request_sha)
+        if earlier is not None:
+            return earlier, False
 
-    processed = []
-    for index, data in enumerate(submission.images):
-        try:
-            processed.append((hashlib.sha256(data).hexdigest(), to_png(preprocess_image(data, settings.max_image_pixels))))
-        except ImageError as exc:
-            prefix = f"image {index}: " if len(submission.images) > 1 else ""
-            raise ApiError(exc.status, exc.code, prefix + exc.message) from None
-
+    model = resolve_model(services, submission.model)
+    processed = _preprocess(submission.images, settings.max_image_pixels)
     try:
-        depth = services.queue.count
+        depth = services.queue.depth()
     except redis.RedisError:
-        raise unavailable("the task queue is unreachable; try again shortly") from None
+        raise Unavailable("the task queue is unreachable; try again shortly") from None
     if depth >= settings.queue_max_length:
-        raise unavailable(f"the queue is full ({depth} jobs waiting); try again shortly", 5)
+        raise Unavailable(f"the queue is full ({depth} jobs waiting); try again shortly")
 
     prediction_id = uuid.uuid4().hex
     try:
         with unit_of_work(services.sessions) as session:
-            session.add(Prediction(
+            repo.add(session, Prediction(
                 id=prediction_id, user_id=user_id, model_version_id=model.id, model_name=model.name,
-                model_version=model.version, status="queued", source=submission.source,
+                model_version=model.version, status=repo.QUEUED, source=submission.source,
                 n_images=len(processed), idempotency_key=submission.idempotency_key,
                 request_sha256=request_sha, attempts=0, created_at=utcnow(),
-            ))
-            session.flush()
-            for idx, (sha, png) in enumerate(processed):
-                session.add(PredictionImage(prediction_id=prediction_id, idx=idx, sha256=sha, preprocessed_png=png))
+            ), processed)
     except IntegrityError:
         # a concurrent request with the same Idempotency-Key won the race
-        existing = _find_idempotent(services, user_id, submission.idempotency_key)
-        if existing is None:
+        earlier = _idempotent_replay(services, user_id, submission.idempotency_key, request_sha)
+        if earlier is None:
             raise
-        return get(services, user_id, existing.id), False
+        return earlier, False
 
     try:
-        enqueue(services, prediction_id)
-    except redis.RedisError:
-        with unit_of_work(services.sessions) as session:
-            session.query(PredictionImage).filter_by(prediction_id=prediction_id).delete()
-            session.query(Prediction).filter_by(id=prediction_id).delete()
-        raise unavailable("the task queue is unreachable; try again shortly") from None
-
+        services.queue.enqueue_prediction(prediction_id)
+    except redis.RedisError as exc:
+        log.warning("prediction %s stays queued for the sweeper: enqueue failed: %s", prediction_id, exc)
     if submission.wait > 0:
-        wait_for(services, prediction_id, submission.wait)
+        services.queue.wait(prediction_id, submission.wait)
     return get(services, user_id, prediction_id), True
 
 
-def enqueue(services: Services, prediction_id: str) -> None:
-    settings = services.settings
-    services.queue.enqueue_call(
-        JOB_FUNCTION,
-        args=(prediction_id,),
-        job_id=prediction_id,
-        timeout=settings.job_timeout,
-        result_ttl=settings.result_ttl,
-        failure_ttl=24 * 3600,
-        retry=Retry(max=settings.job_retries) if settings.job_retries else None,
-    )
-
-
-def done_key(services: Services, prediction_id: str) -> str:
-    return services.key("done", prediction_id)
-
-
-def wait_for(services: Services, prediction_id: str, timeout: float) -> str | None:
-    """Block on the result notice (BLPOP, no polling); None when the time is up."""
-    key = done_key(services, prediction_id)
-    try:
-        popped = services.blocking_redis.blpop([key], timeout=max(timeout, 0.01))
-    except redis.RedisError:
-        return None
-    if popped is None:
-        return None
-    status = popped[1].decode()
-    # put the notice back for any other request waiting on the same prediction
-    pipe = services.redis.pipeline()
-    pipe.rpush(key, status)
-    pipe.expire(key, 60)
-    pipe.execute()
-    return status
-
-
-def _find_idempotent(services: Services, user_id: int | None, key: str | None) -> Prediction | None:
+def _idempotent_replay(services: Services, user_id, key: str | None, request_sha: str) -> dict | None:
     with unit_of_work(services.sessions) as session:
-        return session.scalar(select(Prediction).where(Prediction.user_id == user_id, Prediction.idempotency_key == key))
+        earlier = repo.by_idempotency_key(session, user_id, key)
+        if earlier is None:
+            return None
+        if earlier.request_sha256 != request_sha:
+            raise Conflict("this Idempotency-Key was used for a different request", "idempotency_conflict")
+        return serialize(earlier, repo.images_of(session, [earlier.id])[earlier.id])
 
 
-def _owned(session: Session, user_id: int | None, prediction_id: str) -> Prediction:
-    row = session.get(Prediction, prediction_id) if len(prediction_id) <= 32 else None
+def _owned(session, user_id: int | None, prediction_id: str) -> Prediction:
+    row = repo.get(session, prediction_id)
     # another user's prediction is indistinguishable from a missing one
     if row is None or row.user_id != user_id:
-        raise not_found(f"no prediction {prediction_id}")
+        raise NotFound(f"no prediction {prediction_id}")
     return row
 
 
 def serialize(row: Prediction, images: list[PredictionImage], include_preprocessed: bool = False) -> dict:
     results = []
-    if row.status == "succeeded" or include_preprocessed:
+    if row.status == repo.SUCCEEDED or include_preprocessed:
         for image in images:
             result = {"index": image.idx}
-            if row.status == "succeeded":
+            if row.status == repo.SUCCEEDED:
                 result.update(digit=image.digit, confidence=image.confidence, probabilities=image.probabilities)
             if image.feedback_label is not None:
                 result["feedback_label"] = image.feedback_label
@@ -218,23 +185,10 @@ def serialize(row: Prediction, images: list[PredictionImage], include_preprocess
     }
 
 
-def _images(session: Session, prediction_ids: list[str]) -> dict[str, list[PredictionImage]]:
-    grouped: dict[str, list[PredictionImage]] = {pid: [] for pid in prediction_ids}
-    if prediction_ids:
-        rows = session.scalars(
-            select(PredictionImage)
-            .where(PredictionImage.prediction_id.in_(prediction_ids))
-            .order_by(PredictionImage.prediction_id, PredictionImage.idx)
-        )
-        for image in rows:
-            grouped[image.prediction_id].append(image)
-    return grouped
-
-
 def get(services: Services, user_id: int | None, prediction_id: str, include_preprocessed: bool = False) -> dict:
     with unit_of_work(services.sessions) as session:
         row = _owned(session, user_id, prediction_id)
-        return serialize(row, _images(session, [row.id])[row.id], include_preprocessed)
+        return serialize(row, repo.images_of(session, [row.id])[row.id], include_preprocessed)
 
 
 def _encode_cursor(row: Prediction) -> str:
@@ -244,27 +198,25 @@ def _encode_cursor(row: Prediction) -> str:
 def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
     try:
         created, pid = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return dt.datetime.fromisoformat(created), str(pid)
-    except (ValueError, TypeError):
-        raise bad_request("cursor is not one this server handed out", "bad_cursor") from None
+        pid = str(pid)
+        pid.encode("ascii")  # ids are hex: anything else (a lone surrogate too) is not ours
+        return dt.datetime.fromisoformat(created), pid
+    except (ValueError, TypeError, UnicodeError):
+        raise InvalidInput("cursor is not one this server handed out", "bad_cursor") from None
 
 
 def history(services: Services, user_id: int | None, limit_raw=None, cursor: str | None = None) -> dict:
     try:
         limit = int(limit_raw) if limit_raw not in (None, "") else 20
     except ValueError:
-        raise bad_request("limit must be an integer from 1 to 100") from None
+        raise InvalidInput("limit must be an integer from 1 to 100") from None
     if not 1 <= limit <= 100:
-        raise bad_request("limit must be an integer from 1 to 100")
+        raise InvalidInput("limit must be an integer from 1 to 100")
+    after = _decode_cursor(cursor) if cursor else None
     with unit_of_work(services.sessions) as session:
-        query = select(Prediction).where(Prediction.user_id == user_id)
-        if cursor:
-            created, pid = _decode_cursor(cursor)
-            query = query.where(or_(Prediction.created_at < created,
-                                    and_(Prediction.created_at == created, Prediction.id < pid)))
-        rows = session.scalars(query.order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(limit + 1)).all()
+        rows = repo.page_of(session, user_id, limit + 1, after)
         page, more = rows[:limit], len(rows) > limit
-        images = _images(session, [row.id for row in page])
+        images = repo.images_of(session, [row.id for row in page])
         return {
             "predictions": [serialize(row, images[row.id]) for row in page],
             "next_cursor": _encode_cursor(page[-1]) if more else None,
@@ -273,18 +225,143 @@ def history(services: Services, user_id: int | None, limit_raw=None, cursor: str
 
 def feedback(services: Services, user_id: int | None, prediction_id: str, payload) -> dict:
     if not isinstance(payload, dict):
-        raise bad_request('send JSON {"index": 0, "label": 0-9}')
+        raise InvalidInput('send JSON {"index": 0, "label": 0-9}')
     index, label = payload.get("index", 0), payload.get("label")
     if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label <= 9:
-        raise bad_request("label must be an integer from 0 to 9")
+        raise InvalidInput("label must be an integer from 0 to 9")
     if not isinstance(index, int) or isinstance(index, bool):
-        raise bad_request("index must be an integer")
+        raise InvalidInput("index must be an integer")
     with unit_of_work(services.sessions) as session:
         row = _owned(session, user_id, prediction_id)
-        image = session.get(PredictionImage, (row.id, index))
+        image = repo.image(session, row.id, index)
         if image is None:
-            raise bad_request(f"index must be between 0 and {row.n_images - 1}")
+            raise InvalidInput(f"index must be between 0 and {row.n_images - 1}")
         image.feedback_label = label
         image.feedback_at = utcnow()
         session.flush()
-        return serialize(row, _images(session, [row.id])[row.id])
+        return serialize(row, repo.images_of(session, [row.id])[row.id])
+
+
+# -- running predictions (the worker's side) ---------------------------------------------------------
+
+
+class Runner:
+    """What a worker process holds to run predictions: the services and the loaded networks."""
+
+    def __init__(self, services: Services, models):
+        self.services = services
+        self.models = models  # models.serving.ModelCache
+        self.stats = WorkerStats(services.redis, services.settings.redis_prefix)
+
+    def _tell(self, prediction_id: str, status: str) -> None:
+        """Notices and statistics are best effort: the result is already in the database."""
+        try:
+            self.services.queue.notify(prediction_id, status)
+        except redis.RedisError as exc:
+            log.warning("prediction %s: could not send the result notice: %s", prediction_id, exc)
+
+    def _record(self, outcome: str, seconds: float | None = None, batch: int | None = None) -> None:
+        try:
+            self.stats.record(outcome, seconds, batch)
+        except redis.RedisError:
+            pass
+
+    def run(self, prediction_id: str) -> str:
+        """Run one prediction if it waits to run; a finished one is only notified again."""
+        services = self.services
+        with unit_of_work(services.sessions) as session:
+            claim = repo.claim(session, prediction_id)
+            row = None if claim else repo.get(session, prediction_id)
+        if claim is None:
+            if row is None:
+                log.warning("prediction %s no longer exists; dropping its job", prediction_id)
+                return "missing"
+            if row.status in FINISHED:  # delivered again after it finished: the result stands
+                self._tell(prediction_id, row.status)
+            return row.status
+        try:
+            model = self.models.get(services.registry.get_by_id(claim.model_version_id))
+            images = scale(np.stack([from_png(png) for png in claim.pngs]))
+            started = time.perf_counter()
+            probabilities = model.probabilities(images)
+            compute = time.perf_counter() - started
+            with unit_of_work(services.sessions) as session:
+                done = repo.succeed(session, claim, probabilities, compute * 1000)
+            if not done:
+                return "superseded"
+            self._record("succeeded", compute, len(images))
+            self._tell(prediction_id, repo.SUCCEEDED)
+            return repo.SUCCEEDED
+        except TRANSIENT as exc:
+            if claim.attempt < services.settings.job_retries + 1:
+                log.warning("prediction %s: transient error, will retry: %s", prediction_id, exc)
+                try:
+                    with unit_of_work(services.sessions) as session:
+                        repo.release(session, prediction_id, repo.RUNNING, claim.attempt)
+                except TRANSIENT:
+                    pass  # the sweeper re-queues it once the attempt is stale
+                raise  # the queue runs the job again
+            return self.fail(prediction_id, f"gave up after {claim.attempt} attempts: {exc}", claim.attempt)
+        except Exception as exc:  # a bad model file, a broken image: retrying cannot help
+            log.exception("prediction %s failed", prediction_id)
+            return self.fail(prediction_id, f"{type(exc).__name__}: {exc}", claim.attempt)
+
+    def fail(self, prediction_id: str, message: str, attempt: int | None = None) -> str:
+        with unit_of_work(self.services.sessions) as session:
+            failed = repo.fail(session, prediction_id, message, attempt)
+        if failed:
+            self._record("failed")
+            self._tell(prediction_id, repo.FAILED)
+        return repo.FAILED
+
+
+def sweep(services: Services) -> dict[str, int]:
+    """Re-run or fail predictions whose job was lost (a killed worker, a flushed Redis).
+
+    `running` longer than the job timeout means the worker died mid-job; `queued`
+    with no job waiting in Redis means the job itself is gone. Either is queued
+    again while attempts remain, else marked failed - never left hanging. Every
+    change is compare-and-set against what the sweep saw, so a prediction that
+    started or finished meanwhile is left alone.
+    """
+    settings = services.settings
+    now = utcnow()
+    running_cutoff = now - dt.timedelta(seconds=settings.job_timeout + settings.job_stale_after)
+    queued_cutoff = now - dt.timedelta(seconds=settings.job_stale_after)
+    counts = {"requeued": 0, "failed": 0}
+    lock = services.redis.lock(services.key("sweep-lock"), timeout=15, blocking=False)
+    try:
+        if not lock.acquire(blocking=False):
+            return counts
+    except redis.RedisError as exc:
+        log.warning("sweep skipped: %s", exc)
+        return counts
+    try:
+        with unit_of_work(services.sessions) as session:
+            stale = repo.stale(session, running_cutoff, queued_cutoff)
+        for prediction_id, status, attempts in stale:
+            if status == repo.QUEUED and services.queue.is_pending(prediction_id):
+                continue
+            if attempts < settings.job_retries + 1:
+                with unit_of_work(services.sessions) as session:
+                    released = repo.release(session, prediction_id, status, attempts)
+                if released:
+                    services.queue.requeue_lost(prediction_id)
+                    counts["requeued"] += 1
+            else:
+                with unit_of_work(services.sessions) as session:
+                    failed = repo.fail(session, prediction_id,
+                                       f"the worker was lost {attempts} times while running this", attempts)
+                if failed:
+                    services.queue.notify(prediction_id, repo.FAILED)
+                    counts["failed"] += 1
+    except (OperationalError, redis.RedisError) as exc:
+        log.warning("sweep interrupted: %s", exc)
+    finally:
+        try:
+            lock.release()
+        except redis.RedisError:
+            pass
+    if any(counts.values()):
+        log.warning("sweep: %s", counts)
+    return counts

@@ -6,12 +6,16 @@ import binascii
 import email.parser
 import email.policy
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
-from core.errors import ApiError, bad_request
+from core.errors import InvalidInput
+from server.web.errors import HttpError, error_body, error_parts
+
+log = logging.getLogger("digitserve.web")
 
 
 @dataclass
@@ -35,11 +39,11 @@ class Request:
 
     def json(self) -> Any:
         if not self.body:
-            raise bad_request("the request body must be JSON")
+            raise InvalidInput("the request body must be JSON")
         try:
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError):
-            raise bad_request("the request body is not valid JSON", "bad_json") from None
+            raise InvalidInput("the request body is not valid JSON", "bad_json") from None
 
     def form(self) -> tuple[dict[str, str], list[bytes]]:
         """Fields and the `image` files of a multipart/form-data body."""
@@ -48,7 +52,7 @@ class Request:
         if not message.is_multipart():
             if message.get_boundary():  # a well-formed body with no parts at all
                 return {}, []
-            raise bad_request("the multipart body could not be parsed (missing boundary?)", "bad_multipart")
+            raise InvalidInput("the multipart body could not be parsed (missing boundary?)", "bad_multipart")
         fields: dict[str, str] = {}
         images: list[bytes] = []
         for part in message.iter_parts():
@@ -73,15 +77,24 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(status, json.dumps(data, separators=(",", ":")).encode(), "application/json", headers or {})
 
 
+def error_response(exc: BaseException, style: str = "v1") -> Response:
+    """Any exception as the API's JSON error; `style` "v2" is the inference protocol's {"error": "..."}."""
+    status, code, message, headers = error_parts(exc)
+    if status == 500:
+        log.error("unhandled error", exc_info=exc)
+    body = json.dumps({"error": message}).encode() if style == "v2" else error_body(code, message)
+    return Response(status, body, "application/json", headers)
+
+
 def decode_base64_image(value: Any, index: int) -> bytes:
     if not isinstance(value, str) or not value:
-        raise bad_request(f"images[{index}] must be a base64 string", "bad_base64")
+        raise InvalidInput(f"images[{index}] must be a base64 string", "bad_base64")
     if value.startswith("data:"):
         value = value.partition(",")[2]
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise bad_request(f"images[{index}] is not valid base64", "bad_base64") from None
+        raise InvalidInput(f"images[{index}] is not valid base64", "bad_base64") from None
 
 
 Handler = Callable[..., Any]
@@ -94,15 +107,16 @@ class Route:
     handler: Handler
     name: str
     auth: str | None = None  # None: public; "predict" or "admin": a scope; "session": browser only
+    errors: str = "v1"  # the error body's shape: "v1" {"error": {"code", "message"}}, "v2" {"error": "..."}
 
 
 class Router:
     def __init__(self):
         self.routes: list[Route] = []
 
-    def add(self, method: str, template: str, handler: Handler, auth: str | None = None) -> None:
+    def add(self, method: str, template: str, handler: Handler, auth: str | None = None, errors: str = "v1") -> None:
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
-        self.routes.append(Route(method, re.compile(f"^{regex}$"), handler, template, auth))
+        self.routes.append(Route(method, re.compile(f"^{regex}$"), handler, template, auth, errors))
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         allowed = []
@@ -113,6 +127,6 @@ class Router:
                     return route, found.groupdict()
                 allowed.append(route.method)
         if allowed:
-            raise ApiError(405, "method_not_allowed", f"{method} is not allowed here",
-                           {"Allow": ", ".join(sorted(set(allowed)))})
-        raise ApiError(404, "not_found", f"no such endpoint: {path}")
+            raise HttpError(405, "method_not_allowed", f"{method} is not allowed here",
+                            {"Allow": ", ".join(sorted(set(allowed)))})
+        raise HttpError(404, "not_found", f"no such endpoint: {path}")

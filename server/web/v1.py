@@ -1,22 +1,12 @@
 """REST API v1 handlers: parse, call a use case, serialise."""
 from __future__ import annotations
 
-import redis
-
-from models.registry import ModelNotFound, RegistryError
-from server.services import accounts as auth, predictions
+from core.errors import InvalidInput, UnsupportedType
+from models.registry import ModelNotFound
+from server.services import accounts as auth
+from server.services import predictions
 from server.services.bootstrap import Services
-from core.errors import ApiError, bad_request, unavailable
 from server.web.http import Request, Response, Router, decode_base64_image, json_response
-
-
-def _registry_call(fn, *args):
-    try:
-        return fn(*args)
-    except ModelNotFound as exc:
-        raise ApiError(404, "model_not_found", str(exc)) from None
-    except RegistryError as exc:
-        raise ApiError(exc.status, exc.code, str(exc)) from None
 
 
 def _submission(req: Request, max_wait: float) -> predictions.Submission:
@@ -26,15 +16,14 @@ def _submission(req: Request, max_wait: float) -> predictions.Submission:
     elif req.content_type == "application/json":
         payload = req.json()
         if not isinstance(payload, dict) or not isinstance(payload.get("images"), list):
-            raise bad_request('send JSON {"images": ["<base64>", ...]}', "no_images")
+            raise InvalidInput('send JSON {"images": ["<base64>", ...]}', "no_images")
         images = [decode_base64_image(value, i) for i, value in enumerate(payload["images"])]
         fields = {k: str(payload[k]) for k in ("model", "wait") if payload.get(k) is not None}
     else:
-        raise ApiError(415, "unsupported_media_type",
-                       "send multipart/form-data with `image` parts, or JSON with base64 `images`")
+        raise UnsupportedType("send multipart/form-data with `image` parts, or JSON with base64 `images`")
     key = req.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 128:
-        raise bad_request("Idempotency-Key must be 1-128 characters")
+        raise InvalidInput("Idempotency-Key must be 1-128 characters")
     return predictions.Submission(
         images=images,
         model=fields.get("model") or query.get("model") or None,
@@ -86,7 +75,7 @@ def register(router: Router, services: Services) -> None:
     def get_model(req: Request, name: str):
         versions = services.registry.list(name)
         if not versions:
-            raise ApiError(404, "model_not_found", f"no model named {name!r}")
+            raise ModelNotFound(f"no model named {name!r}")
         active = next((v for v in versions if v.active), None)
         return {
             "name": name,
@@ -97,27 +86,21 @@ def register(router: Router, services: Services) -> None:
 
     def activate(req: Request, name: str, version: str):
         if not version.isdigit():
-            raise ApiError(404, "model_not_found", f"model {name!r} has no version {version}")
-        return _registry_call(services.registry.activate, name, int(version)).summary()
+            raise ModelNotFound(f"model {name!r} has no version {version}")
+        return services.registry.activate(name, int(version)).summary()
 
     def create_user(req: Request):
         payload = req.json()
         if not isinstance(payload, dict):
-            raise bad_request('send JSON {"email": "...", "password": "..."}')
+            raise InvalidInput('send JSON {"email": "...", "password": "..."}')
         return json_response(auth.create_user(services, payload.get("email"), payload.get("password")), 201)
 
     def login(req: Request):
         payload = req.json()
         if not isinstance(payload, dict):
-            raise bad_request('send JSON {"email": "...", "password": "..."}')
+            raise InvalidInput('send JSON {"email": "...", "password": "..."}')
         user = auth.authenticate_password(services, payload.get("email"), payload.get("password"))
-        old = req.cookies.get(auth.SESSION_COOKIE)
-        try:
-            if old:
-                auth.destroy_session(services, old)
-            sid, csrf = auth.create_session(services, user)
-        except redis.RedisError:
-            raise unavailable("the session store is unreachable") from None
+        sid, csrf = auth.create_session(services, user, replacing=req.cookies.get(auth.SESSION_COOKIE))
         response = json_response({"user": auth.user_document(user), "csrf_token": csrf})
         response.headers["Set-Cookie"] = _session_cookie(sid, req)
         return response

@@ -5,20 +5,13 @@ import threading
 
 import numpy as np
 
+from core.errors import InvalidInput
 from models.registry import ModelNotFound, VersionInfo
 from server.services.bootstrap import Services
-from core.errors import ApiError
 from server.web.http import Request, Router, json_response
 
 INPUT_SHAPES = ([-1, 28, 28], [-1, 28, 28, 1], [-1, 784])
 MAX_BATCH = 256
-
-
-class V2Error(ApiError):
-    """The protocol's own error shape: {"error": "<message>"}."""
-
-    def body(self) -> dict:
-        return {"error": self.message}
 
 
 class LazyModels:
@@ -33,49 +26,47 @@ class LazyModels:
     def cache(self):
         with self._lock:
             if self._cache is None:
-                from models.serving import ModelCache, configure_tensorflow
+                from models.runtime import configure_tensorflow
+                from models.serving import ModelCache
 
-                configure_tensorflow(self.services.settings.tf_threads)
+                configure_tensorflow(self.services.settings.serving_threads())
                 self._cache = ModelCache(self.services.registry)
             return self._cache
 
 
 def _version(services: Services, name: str, version: str | None) -> VersionInfo:
-    try:
-        if version is None:
-            return services.registry.get(name)
-        if not version.isdigit():
-            raise ModelNotFound(f"model {name!r} has no version {version}")
-        return services.registry.get(name, int(version))
-    except ModelNotFound as exc:
-        raise V2Error(404, "model_not_found", str(exc)) from None
+    if version is None:
+        return services.registry.get(name)
+    if not version.isdigit():
+        raise ModelNotFound(f"model {name!r} has no version {version}")
+    return services.registry.get(name, int(version))
 
 
 def _images(request_input: dict) -> np.ndarray:
     """One tensor, [N,28,28], [N,28,28,1] or [N,784]; FP32 in 0..1 or UINT8 in 0..255."""
     shape, datatype, data = request_input.get("shape"), request_input.get("datatype"), request_input.get("data")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise V2Error(400, "bad_request", "input shape must be a list of non-negative integers")
+        raise InvalidInput("input shape must be a list of non-negative integers")
     if len(shape) not in (2, 3, 4) or shape[1:] not in ([28, 28], [28, 28, 1], [784]):
-        raise V2Error(400, "bad_request", "input shape must be [N,28,28], [N,28,28,1] or [N,784]")
+        raise InvalidInput("input shape must be [N,28,28], [N,28,28,1] or [N,784]")
     if not 1 <= shape[0] <= MAX_BATCH:
-        raise V2Error(400, "bad_request", f"batch size must be between 1 and {MAX_BATCH}")
+        raise InvalidInput(f"batch size must be between 1 and {MAX_BATCH}")
     if datatype not in ("FP32", "UINT8"):
-        raise V2Error(400, "bad_request", "datatype must be FP32 (0..1) or UINT8 (0..255)")
+        raise InvalidInput("datatype must be FP32 (0..1) or UINT8 (0..255)")
     try:
         array = np.asarray(data, dtype=np.float64)
     except (TypeError, ValueError):
-        raise V2Error(400, "bad_request", "input data must be numbers") from None
+        raise InvalidInput("input data must be numbers") from None
     if array.size != int(np.prod(shape)):
-        raise V2Error(400, "bad_request", f"input data has {array.size} values; shape {shape} needs {int(np.prod(shape))}")
+        raise InvalidInput(f"input data has {array.size} values; shape {shape} needs {int(np.prod(shape))}")
     if not np.isfinite(array).all():
-        raise V2Error(400, "bad_request", "input data must be finite numbers")
+        raise InvalidInput("input data must be finite numbers")
     if datatype == "UINT8":
         if array.min() < 0 or array.max() > 255:
-            raise V2Error(400, "bad_request", "UINT8 data must be in 0..255")
+            raise InvalidInput("UINT8 data must be in 0..255")
         array = array / 255.0
     elif array.min() < 0 or array.max() > 1:
-        raise V2Error(400, "bad_request", "FP32 data must be in 0..1 (MNIST convention: white digit on black)")
+        raise InvalidInput("FP32 data must be in 0..1 (MNIST convention: white digit on black)")
     return array.reshape(shape[0], 28, 28).astype(np.float32)
 
 
@@ -112,13 +103,10 @@ def register(router: Router, services: Services, version_string: str) -> LazyMod
 
     def infer(req: Request, name: str, version: str | None = None):
         info = _version(services, name, version)
-        try:
-            payload = req.json()
-        except ApiError as exc:
-            raise V2Error(400, exc.code, exc.message) from None
+        payload = req.json()
         inputs = payload.get("inputs") if isinstance(payload, dict) else None
         if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-            raise V2Error(400, "bad_request", "send exactly one input tensor in `inputs`")
+            raise InvalidInput("send exactly one input tensor in `inputs`")
         images = _images(inputs[0])
         probabilities = models.cache.get(info).probabilities(images)
         response = {
@@ -135,11 +123,11 @@ def register(router: Router, services: Services, version_string: str) -> LazyMod
             response["id"] = payload["id"]
         return response
 
-    router.add("GET", "/v2", server_metadata)
-    router.add("GET", "/v2/health/live", live)
-    router.add("GET", "/v2/health/ready", ready)
+    router.add("GET", "/v2", server_metadata, errors="v2")
+    router.add("GET", "/v2/health/live", live, errors="v2")
+    router.add("GET", "/v2/health/ready", ready, errors="v2")
     for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-        router.add("GET", base, metadata, auth="predict")
-        router.add("GET", base + "/ready", model_ready, auth="predict")
-        router.add("POST", base + "/infer", infer, auth="predict")
+        router.add("GET", base, metadata, auth="predict", errors="v2")
+        router.add("GET", base + "/ready", model_ready, auth="predict", errors="v2")
+        router.add("POST", base + "/infer", infer, auth="predict", errors="v2")
     return models

@@ -1,0 +1,77 @@
+"""`digitserve worker`: runs prediction jobs in-process with the networks loaded once.
+
+TensorFlow deadlocks in a forked child, so jobs run in this process. A
+watcher thread loads newly activated versions before the first job needs
+them and sweeps up predictions whose job was lost.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+
+from core.db import wait_for_database
+from core.settings import Settings
+from models.runtime import configure_tensorflow
+from models.serving import ModelCache
+from server.queue import jobs
+from server.services import predictions
+from server.services.bootstrap import Services, build
+
+log = logging.getLogger("digitserve.worker")
+SWEEP_EVERY = 5.0
+
+
+class Watcher(threading.Thread):
+    def __init__(self, services: Services, models: ModelCache):
+        super().__init__(name="model-watcher", daemon=True)
+        self.services = services
+        self.models = models
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        interval = self.services.settings.model_poll_seconds
+        since_sweep = SWEEP_EVERY
+        while not self.stopped.wait(interval):
+            try:
+                for info in self.models.preload_active():
+                    log.info("loaded %s:%s (newly active)", info.name, info.version)
+            except Exception:  # the database or a model file may be briefly unavailable
+                log.exception("could not load the active models; retrying")
+            since_sweep += interval
+            if since_sweep >= SWEEP_EVERY:
+                since_sweep = 0.0
+                try:
+                    predictions.sweep(self.services)
+                except Exception:
+                    log.exception("sweep failed")
+
+
+def start_runner(services: Services) -> ModelCache:
+    """Load the active networks and install the job handler of this process."""
+    configure_tensorflow(services.settings.serving_threads())
+    models = ModelCache(services.registry)
+    for info in models.preload_active():
+        log.info("loaded %s:%s", info.name, info.version)
+    jobs.install(predictions.Runner(services, models).run)
+    return models
+
+
+def run_worker(settings: Settings, burst: bool = False, name: str | None = None) -> int:
+    services = build(settings)
+    wait_for_database(services.engine)
+    models = start_runner(services)
+    predictions.sweep(services)  # jobs a previous worker lost while we were away
+    watcher = Watcher(services, models)
+    watcher.start()
+    name = name or f"digitserve-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+    log.info("worker %s listening on queue %r", name, services.queue.name)
+    try:
+        services.queue.work(name, burst=burst)
+    finally:
+        watcher.stopped.set()
+        jobs.install(None)
+        services.close()
+    return 0
