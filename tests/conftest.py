@@ -103,6 +103,40 @@ def database_url(request):
 
 
 @pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of this test's own on a free port, to stop and start at will."""
+    server = PrivateRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+class PrivateRedis:
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = None
+
+    def start(self, persistent: bool = False) -> None:
+        import subprocess
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
+        self.process = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--dir", str(self.directory), *persistence],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_for_port("127.0.0.1", self.port, 10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+
+@pytest.fixture
 def mysql_db(mysql_url):
     _clean(mysql_url)
     return mysql_url

@@ -1,6 +1,8 @@
 """HTTP API v1 under WebTest: happy paths and every promised error status."""
 import base64
+import dataclasses
 import json
+import time
 
 import numpy as np
 import pytest
@@ -170,6 +172,45 @@ def test_idempotency_key_returns_the_same_prediction(account, registered_mlp, di
     other = account.app.post("/api/v1/predictions", upload_files=[("image", "b.png", digit_pngs[3])],
                              headers=headers, expect_errors=True)
     assert other.status_int == 409
+
+
+def test_idempotent_retry_after_an_activation_returns_the_original(account, registered_mlp, services, tiny_mlp_file,
+                                                                   digit_pngs):
+    """A client retrying with the same Idempotency-Key after an admin activated a new version."""
+    headers = {**account.headers, "Idempotency-Key": "retry-after-activation"}
+    files = [("image", "a.png", digit_pngs[4])]
+    first = account.app.post("/api/v1/predictions", upload_files=files, headers=headers)
+    services.registry.register("mlp", "mlp", tiny_mlp_file, activate=True)
+    again = account.app.post("/api/v1/predictions", upload_files=files, headers=headers)
+    assert again.status_int == 200, again.text
+    assert again.json["id"] == first.json["id"]
+    assert again.json["model"] == {"name": "mlp", "version": 1}
+    # the model spec as the client sent it is part of the request
+    pinned = account.app.post("/api/v1/predictions?model=mlp:1", upload_files=files, headers=headers,
+                              expect_errors=True)
+    assert pinned.status_int == 409
+
+
+def test_an_enqueue_failure_leaves_the_prediction_queued_for_the_sweeper(account, registered_mlp, services,
+                                                                         digit_pngs, run_jobs, monkeypatch):
+    import redis
+
+    from server.services import predictions
+
+    def refuse(prediction_id):
+        raise redis.ConnectionError("Redis went away after the queue depth was read")
+
+    monkeypatch.setattr(services.queue, "enqueue_prediction", refuse)
+    res = account.app.post("/api/v1/predictions", upload_files=[("image", "a.png", digit_pngs[8])],
+                           headers=account.headers)
+    assert res.status_int == 202 and res.json["status"] == "queued"
+    monkeypatch.undo()
+    time.sleep(1.1)
+    impatient = dataclasses.replace(services, settings=services.settings.replace(job_stale_after=1))
+    assert predictions.sweep(impatient)["requeued"] == 1
+    run_jobs()
+    done = account.app.get(f"/api/v1/predictions/{res.json['id']}").json
+    assert done["status"] == "succeeded" and done["results"][0]["digit"] == 8
 
 
 def test_models_list_and_detail(account, registered_mlp):

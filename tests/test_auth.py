@@ -826,3 +826,21 @@ def test_a_hung_redis_fails_fast_with_503(account, services):
             conn.close()
         listener.close()
         hung.close()
+
+
+def test_redis_stopping_after_login_is_503_on_every_session_path(services, make_user, private_redis):
+    """Sessions live in Redis: when it goes away, logged-in calls answer 503, never 500."""
+    app, built = app_with(services, redis_url=private_redis.url)
+    try:
+        user = login(app, make_user())
+        private_redis.stop()
+        for res in (
+            app.delete("/api/v1/sessions", headers=user.headers, expect_errors=True),
+            app.post_json("/api/v1/keys", {"name": "k"}, headers=user.headers, expect_errors=True),
+            app.get(PREDICTIONS, expect_errors=True),
+            app.post_json("/api/v1/sessions", {"email": user.email, "password": PASSWORD}, expect_errors=True),
+        ):
+            assert_error(res, 503, "service_unavailable")
+            assert res.headers["Retry-After"]
+    finally:
+        built.close()

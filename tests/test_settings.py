@@ -51,3 +51,19 @@ def test_a_local_secret_is_generated_once_and_kept_private(tmp_path):
     assert len(first) >= 32
     assert settings.with_secret().secret_key == first
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_to_env_is_read_back_unchanged(tmp_path):
+    """The one way a parent hands its settings to a child process."""
+    settings = Settings.from_env({
+        "VAR_DIR": str(tmp_path), "DATABASE_URL": "mysql+pymysql://u:p%40ss@db/ds", "PORT": "9000",
+        "JOB_STALE_AFTER": "2.5", "ALLOW_BEARER_KEYS": "1", "MNIST_MIRRORS": "https://a.example/,https://b.example/",
+        "TF_THREADS": "2", "SECRET_KEY": "s" * 40,
+    })
+    assert Settings.from_env(settings.to_env()) == settings
+    assert Settings.from_env(Settings().to_env()) == Settings()
+
+
+def test_tensorflow_threads_one_setting_two_defaults():
+    assert (Settings().serving_threads(), Settings().training_threads() >= 1) == (1, True)
+    assert (Settings(tf_threads=3).serving_threads(), Settings(tf_threads=3).training_threads()) == (3, 3)
