@@ -134,6 +134,7 @@ class Prediction(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
     queue_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     compute_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)  # who runs or ran it
 
 
 class PredictionImage(Base):
@@ -151,12 +152,14 @@ class PredictionImage(Base):
     feedback_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, timeout: float | None = None, **kwargs: Any) -> Engine:
+    """`timeout` bounds connecting, each read and write, and the wait for a pooled connection,
+    so a database that hangs fails a request in seconds instead of holding it."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": timeout or 30}, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
@@ -168,6 +171,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_recycle", 3600)
+    if timeout:
+        seconds = max(1, int(round(timeout)))
+        kwargs.setdefault("pool_timeout", timeout)
+        kwargs["connect_args"] = {"connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds,
+                                  **kwargs.get("connect_args", {})}
     return create_engine(url, **kwargs)
 
 

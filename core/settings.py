@@ -46,6 +46,7 @@ class Settings:
     job_retries: int = env("JOB_RETRIES", 2)
     job_stale_after: float = env("JOB_STALE_AFTER", 30.0)  # grace before the sweeper re-queues a lost job
     result_ttl: int = env("RESULT_TTL", 600)
+    worker_heartbeat_ttl: float = env("WORKER_HEARTBEAT_TTL", 6.0)  # a worker silent this long is dead
     notice_ttl: int = env("NOTICE_TTL", 60)  # how long a result notice waits for a late waiter
     max_wait: float = env("MAX_WAIT", 30.0)
     model_poll_seconds: float = env("MODEL_POLL_SECONDS", 2.0)
@@ -53,6 +54,7 @@ class Settings:
     default_model: str = env("DEFAULT_MODEL", "")
     web_threads: int = env("WEB_THREADS", 32)
     db_pool_size: int = env("DB_POOL_SIZE", 20)
+    db_timeout: float = env("DB_TIMEOUT", 5.0)  # connect, read, write and pool waits on the database
     log_requests: bool = env("LOG_REQUESTS", False)
     # uploads
     max_body_bytes: int = env("MAX_BODY_BYTES", 4 * 1024 * 1024)

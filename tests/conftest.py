@@ -280,10 +280,11 @@ def run_jobs(services):
     from server.cli.worker import start_runner
     from server.queue import jobs
 
-    start_runner(services)
+    name = f"test-{uuid.uuid4().hex[:6]}"
+    start_runner(services, name)
 
     def run() -> None:
-        services.queue.work(f"test-{uuid.uuid4().hex[:6]}", burst=True)
+        services.queue.work(name, burst=True)
 
     yield run
     jobs.install(None)

@@ -87,13 +87,13 @@ def labelled_images(session: Session) -> list[tuple[bytes, int]]:
 # -- state transitions (compare-and-set) -----------------------------------------------------------
 
 
-def claim(session: Session, prediction_id: str) -> Claim | None:
-    """queued -> running, one more attempt; None when the prediction is not waiting to run."""
+def claim(session: Session, prediction_id: str, worker: str) -> Claim | None:
+    """queued -> running by `worker`, one more attempt; None when the prediction is not waiting to run."""
     now = utcnow()
     changed = session.execute(
         update(Prediction)
         .where(Prediction.id == prediction_id, Prediction.status == QUEUED)
-        .values(status=RUNNING, started_at=now, attempts=Prediction.attempts + 1)
+        .values(status=RUNNING, started_at=now, attempts=Prediction.attempts + 1, worker=worker[:128])
         .execution_options(synchronize_session=False)
     ).rowcount
     if changed != 1:
@@ -162,4 +162,12 @@ def stale(session: Session, running_before: dt.datetime, queued_before: dt.datet
             ((Prediction.status == RUNNING) & (Prediction.started_at < running_before))
             | ((Prediction.status == QUEUED) & (Prediction.created_at < queued_before))
         )
+    )]
+
+
+def running(session: Session, started_before: dt.datetime) -> list[tuple[str, int, str | None]]:
+    """(id, attempts, worker) of predictions running since before the cutoff."""
+    return [tuple(row) for row in session.execute(
+        select(Prediction.id, Prediction.attempts, Prediction.worker)
+        .where(Prediction.status == RUNNING, Prediction.started_at < started_before)
     )]

@@ -49,24 +49,24 @@ class Watcher(threading.Thread):
                     log.exception("sweep failed")
 
 
-def start_runner(services: Services) -> ModelCache:
-    """Load the active networks and install the job handler of this process."""
+def start_runner(services: Services, name: str) -> ModelCache:
+    """Load the active networks and install the job handler of worker `name` in this process."""
     configure_tensorflow(services.settings.serving_threads())
     models = ModelCache(services.registry)
     for info in models.preload_active():
         log.info("loaded %s:%s", info.name, info.version)
-    jobs.install(predictions.Runner(services, models).run)
+    jobs.install(predictions.Runner(services, models, name).run)
     return models
 
 
 def run_worker(settings: Settings, burst: bool = False, name: str | None = None) -> int:
     services = build(settings)
     wait_for_database(services.engine)
-    models = start_runner(services)
+    name = name or f"digitserve-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+    models = start_runner(services, name)
     predictions.sweep(services)  # jobs a previous worker lost while we were away
     watcher = Watcher(services, models)
     watcher.start()
-    name = name or f"digitserve-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
     log.info("worker %s listening on queue %r", name, services.queue.name)
     try:
         services.queue.work(name, burst=burst)

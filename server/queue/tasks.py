@@ -9,8 +9,12 @@ worker process installed.
 """
 from __future__ import annotations
 
+import logging
+import threading
+import time
+
 import redis
-from rq import Queue, Retry, SimpleWorker, Worker
+from rq import Queue, Retry, SimpleWorker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -18,6 +22,7 @@ from rq.serializers import JSONSerializer
 from core.settings import Settings
 
 JOB_FUNCTION = "server.queue.jobs.run_prediction"
+log = logging.getLogger("digitserve.queue")
 
 
 class TaskQueue:
@@ -72,8 +77,30 @@ class TaskQueue:
             return self.rq.get_job_position(prediction_id) is not None
         return status in (JobStatus.DEFERRED, JobStatus.SCHEDULED)
 
+    # -- worker heartbeats ----------------------------------------------------------------------
+    # The platform's own registry, a sorted set of worker name -> last beat: it outlives a
+    # Redis restart (the next beat writes it again), unlike RQ's, which is written once at start.
+
+    @property
+    def _workers_key(self) -> str:
+        return f"{self.settings.redis_prefix}workers:{self.name}"
+
+    def heartbeat(self, worker: str) -> None:
+        now = time.time()
+        pipe = self.connection.pipeline()
+        pipe.zadd(self._workers_key, {worker: now})
+        pipe.zremrangebyscore(self._workers_key, 0, now - 3600)
+        pipe.execute()
+
+    def forget_worker(self, worker: str) -> None:
+        self.connection.zrem(self._workers_key, worker)
+
     def live_workers(self) -> int:
-        return len(Worker.all(queue=self.rq))
+        return self.connection.zcount(self._workers_key, time.time() - self.settings.worker_heartbeat_ttl, "+inf")
+
+    def worker_alive(self, worker: str) -> bool:
+        beat = self.connection.zscore(self._workers_key, worker)
+        return beat is not None and beat >= time.time() - self.settings.worker_heartbeat_ttl
 
     # -- result notices ------------------------------------------------------------------------
 
@@ -104,9 +131,70 @@ class TaskQueue:
     # -- the worker loop -----------------------------------------------------------------------
 
     def work(self, name: str, burst: bool = False) -> None:
-        """Run jobs in this process (TensorFlow must not be forked) until stopped."""
-        worker = SimpleWorker([self.rq], connection=self.connection, serializer=JSONSerializer, name=name)
-        worker.work(burst=burst, logging_level="WARNING")
+        """Run jobs in this process (TensorFlow must not be forked) until asked to stop.
+
+        RQ's loop ends on any Redis error; this one waits for Redis to come back and
+        starts it again, so an outage pauses a worker instead of ending it.
+        """
+        beats = _Heartbeat(self, name)
+        beats.start()
+        try:
+            for generation in range(1_000_000):
+                # a new RQ name each round: a registration left behind by an outage must not block it
+                worker = SimpleWorker([self.rq], connection=self.connection, serializer=JSONSerializer,
+                                      name=f"{name}.{generation}")
+                try:
+                    worker.work(burst=burst, logging_level="WARNING")
+                except redis.RedisError as exc:  # its own clean-up needed Redis too
+                    log.warning("worker %s: %s", name, exc)
+                if burst or _stopping(worker):
+                    return
+                log.warning("worker %s: lost Redis; waiting for it to come back", name)
+                self._wait_for_redis()
+        finally:
+            beats.stop()
+
+    def _wait_for_redis(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                self.connection.ping()
+                return
+            except redis.RedisError:
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def empty(self) -> None:
         self.rq.empty()
+
+
+def _stopping(worker: SimpleWorker) -> bool:
+    """Whether RQ's loop ended because it was asked to (SIGINT/SIGTERM), not because Redis dropped."""
+    return worker._stop_requested or getattr(worker, "_shutdown_requested_date", None) is not None
+
+
+class _Heartbeat(threading.Thread):
+    """Beats for a worker every third of the heartbeat TTL, whatever its job is doing."""
+
+    def __init__(self, queue: TaskQueue, worker: str):
+        super().__init__(name="heartbeat", daemon=True)
+        self.queue, self.worker = queue, worker
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        interval = max(0.2, self.queue.settings.worker_heartbeat_ttl / 3)
+        while True:
+            try:
+                self.queue.heartbeat(self.worker)
+            except redis.RedisError:
+                pass  # Redis away: beat again when it is back
+            if self.stopped.wait(interval):
+                return
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(5)
+        try:
+            self.queue.forget_worker(self.worker)
+        except redis.RedisError:
+            pass

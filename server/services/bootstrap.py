@@ -39,7 +39,7 @@ def build(settings: Settings) -> Services:
     pool = {} if settings.database_url.startswith("sqlite") else {
         # kept open: opening MySQL connections under load cost more than the requests themselves
         "pool_size": settings.db_pool_size, "max_overflow": settings.db_pool_size}
-    engine = make_engine(settings.database_url, **pool)
+    engine = make_engine(settings.database_url, timeout=settings.db_timeout, **pool)
     sessions = make_session_factory(engine)
     # a Redis that accepts connections but hangs fails requests in seconds, not at the OS timeout
     connection = redis.Redis.from_url(

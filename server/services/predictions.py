@@ -248,9 +248,10 @@ def feedback(services: Services, user_id: int | None, prediction_id: str, payloa
 class Runner:
     """What a worker process holds to run predictions: the services and the loaded networks."""
 
-    def __init__(self, services: Services, models):
+    def __init__(self, services: Services, models, name: str):
         self.services = services
         self.models = models  # models.serving.ModelCache
+        self.name = name  # the worker's, as its heartbeats carry it
         self.stats = WorkerStats(services.redis, services.settings.redis_prefix)
 
     def _tell(self, prediction_id: str, status: str) -> None:
@@ -270,7 +271,7 @@ class Runner:
         """Run one prediction if it waits to run; a finished one is only notified again."""
         services = self.services
         with unit_of_work(services.sessions) as session:
-            claim = repo.claim(session, prediction_id)
+            claim = repo.claim(session, prediction_id, self.name)
             row = None if claim else repo.get(session, prediction_id)
         if claim is None:
             if row is None:
@@ -318,8 +319,9 @@ class Runner:
 def sweep(services: Services) -> dict[str, int]:
     """Re-run or fail predictions whose job was lost (a killed worker, a flushed Redis).
 
-    `running` longer than the job timeout means the worker died mid-job; `queued`
-    with no job waiting in Redis means the job itself is gone. Either is queued
+    `running` on a worker whose heartbeat stopped, or longer than the job timeout,
+    means the worker died mid-job; `queued` with no job waiting in Redis means the
+    job itself is gone. Either is queued
     again while attempts remain, else marked failed - never left hanging. Every
     change is compare-and-set against what the sweep saw, so a prediction that
     started or finished meanwhile is left alone.
@@ -327,6 +329,7 @@ def sweep(services: Services) -> dict[str, int]:
     settings = services.settings
     now = utcnow()
     running_cutoff = now - dt.timedelta(seconds=settings.job_timeout + settings.job_stale_after)
+    beat_cutoff = now - dt.timedelta(seconds=settings.worker_heartbeat_ttl)
     queued_cutoff = now - dt.timedelta(seconds=settings.job_stale_after)
     counts = {"requeued": 0, "failed": 0}
     lock = services.redis.lock(services.key("sweep-lock"), timeout=15, blocking=False)
@@ -338,8 +341,13 @@ def sweep(services: Services) -> dict[str, int]:
         return counts
     try:
         with unit_of_work(services.sessions) as session:
-            stale = repo.stale(session, running_cutoff, queued_cutoff)
-        for prediction_id, status, attempts in stale:
+            stale = {pid: (status, attempts) for pid, status, attempts in
+                     repo.stale(session, running_cutoff, queued_cutoff)}
+            running = repo.running(session, beat_cutoff)
+        for prediction_id, attempts, worker in running:
+            if not (worker and services.queue.worker_alive(worker)):
+                stale[prediction_id] = (repo.RUNNING, attempts)
+        for prediction_id, (status, attempts) in stale.items():
             if status == repo.QUEUED and services.queue.is_pending(prediction_id):
                 continue
             if attempts < settings.job_retries + 1:

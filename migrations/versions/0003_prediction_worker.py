@@ -1,0 +1,22 @@
+"""which worker runs a prediction, so the sweeper can tell a dead worker's job within seconds
+
+Revision ID: 0003
+Revises: 0002
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("predictions") as batch:
+        batch.add_column(sa.Column("worker", sa.String(128), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("predictions") as batch:
+        batch.drop_column("worker")

@@ -1,0 +1,162 @@
+"""Fault injection: the database refused or black-holed, Redis stopped and restarted, workers killed.
+
+Each test puts a real fault between the platform and a real dependency (a TCP
+proxy in front of MariaDB, a private redis-server, real worker processes) and
+checks that requests fail fast with 503, that every accepted prediction ends
+exactly once, and that the service recovers by itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+from webtest import TestApp
+
+from conftest import PASSWORD, login, wait_for_worker, wait_until
+from core.db import Prediction, unit_of_work
+from core.repositories import predictions as repo
+from faults import TcpProxy
+from server.services import predictions
+from server.services.bootstrap import build
+from server.web.app import create_app
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def db_proxy(settings):
+    proxy = TcpProxy("127.0.0.1", 3306)
+    yield proxy
+    proxy.close()
+
+
+def app_via(settings, **changes):
+    built = build(settings.replace(**changes))
+    return TestApp(create_app(built.settings, built)), built
+
+
+def via_proxy(url: str, proxy: TcpProxy) -> str:
+    return url.replace("127.0.0.1:3306", f"127.0.0.1:{proxy.port}")
+
+
+def assert_503(res):
+    assert res.status_int == 503, res.text
+    assert res.json["error"]["code"] == "service_unavailable" and int(res.headers["Retry-After"]) >= 1
+
+
+def test_database_refused_is_503_then_recovers(settings, make_user, registered_mlp, digit_pngs, db_proxy):
+    app, built = app_via(settings, database_url=via_proxy(settings.database_url, db_proxy), db_timeout=2)
+    try:
+        user = login(app, make_user())
+        db_proxy.set_mode("refuse")
+        for res in (
+            app.post_json("/api/v1/users", {"email": "new@example.com", "password": PASSWORD}, expect_errors=True),
+            app.get("/api/v1/predictions", expect_errors=True),
+            app.post("/api/v1/predictions", upload_files=[("image", "a.png", digit_pngs[1])],
+                     headers=user.headers, expect_errors=True),
+        ):
+            assert_503(res)
+        db_proxy.set_mode("forward")
+        assert app.get("/api/v1/predictions").status_int == 200
+    finally:
+        built.close()
+
+
+def test_database_black_hole_answers_503_within_seconds(settings, make_user, registered_mlp, db_proxy):
+    app, built = app_via(settings, database_url=via_proxy(settings.database_url, db_proxy), db_timeout=2)
+    try:
+        login(app, make_user())
+        db_proxy.set_mode("blackhole")
+        started = time.monotonic()
+        assert_503(app.get("/api/v1/predictions", expect_errors=True))
+        assert time.monotonic() - started < 20  # bounded by DB_TIMEOUT, not by the partition
+        assert app.get("/healthz").status_int == 200
+        db_proxy.set_mode("forward")
+        assert app.get("/api/v1/predictions").status_int == 200
+    finally:
+        built.close()
+
+
+def test_a_finished_prediction_never_reopens_when_the_sweep_saw_it_stale(services, registered_mlp, digit_pngs,
+                                                                        run_jobs, monkeypatch):
+    """The sweep snapshots stale rows; one that finishes before the sweep acts on it must stay finished."""
+    document, _ = predictions.submit(services, None, predictions.Submission([digit_pngs[3]]))
+    snapshot = [(document["id"], "queued", 0)]  # what the sweep read while the job still waited
+    run_jobs()  # ... and then a worker finished it
+    finished = predictions.get(services, None, document["id"])
+    assert finished["status"] == "succeeded"
+    monkeypatch.setattr(repo, "stale", lambda *args: snapshot)
+    assert predictions.sweep(services) == {"requeued": 0, "failed": 0}
+    assert predictions.get(services, None, document["id"]) == finished
+    assert services.queue.depth() == 0
+
+
+def test_two_claims_of_one_prediction_run_it_once(services, registered_mlp, digit_pngs):
+    document, _ = predictions.submit(services, None, predictions.Submission([digit_pngs[5]]))
+    with unit_of_work(services.sessions) as session:
+        first = repo.claim(session, document["id"], "worker-a")
+    with unit_of_work(services.sessions) as session:
+        second = repo.claim(session, document["id"], "worker-b")
+    assert first is not None and first.attempt == 1 and second is None
+    with unit_of_work(services.sessions) as session:
+        assert repo.succeed(session, first, [[0.0] * 5 + [1.0] + [0.0] * 4], 1.0)
+    with unit_of_work(services.sessions) as session:  # a stale attempt can neither finish nor fail it again
+        assert not repo.succeed(session, first, [[1.0] + [0.0] * 9], 1.0)
+        assert not repo.fail(session, document["id"], "late")
+        assert not repo.release(session, document["id"], "running", 1)
+    assert predictions.get(services, None, document["id"])["results"][0]["digit"] == 5
+
+
+def test_worker_survives_a_redis_outage_and_registers_again(settings, registered_mlp, digit_pngs, start_worker,
+                                                          private_redis):
+    """Redis stops mid-burst and comes back empty: the worker keeps going and /readyz sees it."""
+    local = settings.replace(redis_url=private_redis.url)
+    services = build(local)
+    try:
+        worker = start_worker(REDIS_URL=private_redis.url)
+        wait_for_worker(services)
+        ids = [predictions.submit(services, None, predictions.Submission([digit_pngs[d % 10]]))[0]["id"]
+               for d in range(20)]
+        private_redis.stop()
+        time.sleep(2)
+        private_redis.start()  # no persistence: every queued job and registration is gone
+        assert worker.alive(), worker.tail()
+        wait_for_worker(services, 30)  # registered again: readiness sees a live worker
+        impatient = dataclasses.replace(services, settings=local.replace(job_stale_after=1))
+        time.sleep(1.1)
+        predictions.sweep(impatient)  # lost jobs queued again
+
+        def statuses():
+            with unit_of_work(services.sessions) as session:
+                return [session.get(Prediction, pid).status for pid in ids]
+
+        wait_until(lambda: all(s == "succeeded" for s in statuses()), 120, 0.5, "every prediction to succeed")
+        assert worker.alive()
+    finally:
+        services.close()
+
+
+def test_a_killed_workers_job_runs_again_within_seconds_not_the_job_timeout(services, registered_mlp, digit_pngs,
+                                                                           start_worker):
+    """Heartbeats tell the sweeper a worker died: its job is re-run long before JOB_TIMEOUT (60 s here)."""
+    import signal
+
+    ids = [predictions.submit(services, None, predictions.Submission([digit_pngs[d % 10]]))[0]["id"]
+           for d in range(30)]
+
+    def statuses():
+        with unit_of_work(services.sessions) as session:
+            return {pid: session.get(Prediction, pid).status for pid in ids}
+
+    first = start_worker(JOB_TIMEOUT="60", JOB_STALE_AFTER="30", WORKER_HEARTBEAT_TTL="3")
+    wait_until(lambda: "succeeded" in statuses().values(), 90, 0.02, "a first result")
+    first.stop(signal.SIGKILL)
+    killed_at = time.monotonic()
+    assert "succeeded" in statuses().values() and set(statuses().values()) != {"succeeded"}
+    start_worker(JOB_TIMEOUT="60", JOB_STALE_AFTER="30", WORKER_HEARTBEAT_TTL="3")
+    wait_until(lambda: set(statuses().values()) == {"succeeded"}, 60, 0.2, "every prediction to succeed")
+    assert time.monotonic() - killed_at < 60  # recovery did not wait for the job timeout
+    documents = [predictions.get(services, None, pid) for pid in ids]
+    assert all(1 <= d["attempts"] <= 2 for d in documents)
+    assert sum(d["results"][0]["digit"] == i % 10 for i, d in enumerate(documents)) >= 27
