@@ -38,12 +38,15 @@ def canonical_query(query: str | Mapping[str, str] | Iterable[tuple[str, str]] |
     return "&".join(f"{k}={v}" for k, v in encoded)
 
 
-def string_to_sign(date: str, nonce: str, method: str, path: str, query: str, content_sha256: str) -> str:
-    return "\n".join([ALGORITHM, date, nonce, method.upper(), path, canonical_query(query), content_sha256])
+def string_to_sign(key_id: str, date: str, nonce: str, method: str, path: str, query: str,
+                   content_sha256: str) -> str:
+    """Eight lines; the key id is among them, so a signature is valid for exactly one spelling of it."""
+    return "\n".join([ALGORITHM, key_id, date, nonce, method.upper(), path, canonical_query(query), content_sha256])
 
 
-def sign(secret: str, date: str, nonce: str, method: str, path: str, query: str, content_sha256: str) -> str:
-    message = string_to_sign(date, nonce, method, path, query, content_sha256)
+def sign(secret: str, key_id: str, date: str, nonce: str, method: str, path: str, query: str,
+         content_sha256: str) -> str:
+    message = string_to_sign(key_id, date, nonce, method, path, query, content_sha256)
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
@@ -62,7 +65,7 @@ def signed_headers(
     date = format_date(now or dt.datetime.now(dt.timezone.utc))
     nonce = nonce or secrets.token_hex(16)
     digest = body_sha256(body)
-    signature = sign(secret, date, nonce, method, path, query, digest)
+    signature = sign(secret, key_id, date, nonce, method, path, query, digest)
     return {
         "Authorization": f"{ALGORITHM} KeyId={key_id},Signature={signature}",
         "X-DS-Date": date,

@@ -263,11 +263,12 @@ def test_readme_worked_example_matches_the_code():
     body = i["body"].encode()
     assert len(body) == example["body_length"]
     digest = signing.body_sha256(body)
-    expected = signing.string_to_sign(i["date"], i["nonce"], i["method"], i["path"], i["query"], digest)
+    expected = signing.string_to_sign(i["key id"], i["date"], i["nonce"], i["method"], i["path"], i["query"],
+                                      digest)
     assert example["string_to_sign"] == expected
-    assert len(expected.split("\n")) == 7
-    assert example["signature"] == signing.sign(i["secret"], i["date"], i["nonce"], i["method"], i["path"],
-                                                i["query"], digest)
+    assert len(expected.split("\n")) == 8
+    assert example["signature"] == signing.sign(i["secret"], i["key id"], i["date"], i["nonce"], i["method"],
+                                                i["path"], i["query"], digest)
     headers = signing.signed_headers(i["key id"], i["secret"], i["method"], i["path"], i["query"], body,
                                      now=signing.parse_date(i["date"]), nonce=i["nonce"])
     assert example["headers"] == headers
@@ -844,3 +845,40 @@ def test_redis_stopping_after_login_is_503_on_every_session_path(services, make_
             assert res.headers["Retry-After"]
     finally:
         built.close()
+
+
+def test_a_captured_request_cannot_be_replayed_under_another_spelling_of_the_key_id(
+        account, registered_mlp, digit_pngs, app, services):
+    """The database compares key ids without case; the signature and the nonce must not."""
+    key_id, secret = account.create_key()
+    body = json_body(digit_pngs[2])
+    headers = signing.signed_headers(key_id, secret, "POST", PREDICTIONS, "", body)
+    headers["Content-Type"] = "application/json"
+    app.reset()
+    assert app.post(PREDICTIONS, body, headers=headers).status_int == 202
+    for spelling in (key_id.upper(), "DsK_" + key_id[4:], key_id[:4] + key_id[4:].upper()):
+        replay = {**headers, "Authorization": headers["Authorization"].replace(key_id, spelling)}
+        app.reset()
+        res = app.post(PREDICTIONS, body, headers=replay, expect_errors=True)
+        assert_error(res, 401)
+    with services.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM predictions")).scalar() == 1
+
+
+def test_an_unknown_key_costs_what_a_known_one_does(account, services):
+    """Paired, interleaved timings of the key lookup: neither path is reliably the faster one."""
+    from server.services.accounts import _key_principal
+
+    known, _ = account.create_key()
+    unknown = "dsk_" + "0" * 24
+    _key_principal(services, known), _key_principal(services, unknown)  # warm caches and the pool
+    faster = 0
+    trials = 300
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        _key_principal(services, unknown)
+        t1 = time.perf_counter()
+        _key_principal(services, known)
+        t2 = time.perf_counter()
+        faster += (t1 - t0) < (t2 - t1)
+    assert 0.2 * trials < faster < 0.8 * trials, f"the unknown key was faster in {faster} of {trials} pairs"

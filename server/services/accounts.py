@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -38,6 +40,7 @@ SCOPES = ("predict", "admin")
 NONCE_RE = re.compile(r"^[A-Za-z0-9._~-]{16,64}$")
 AUTH_RE = re.compile(r"^DS1-HMAC-SHA256 KeyId=([A-Za-z0-9_-]{1,64}),\s*Signature=([0-9a-fA-F]{64})$")
 SESSION_COOKIE = "ds_session"
+_decoy_plain = secrets.token_urlsafe(32)  # signs for an unknown key: the comparison then fails as for a wrong one
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Principal:
     key_id: str | None = None
     scopes: tuple[str, ...] = ()
     csrf_token: str | None = None
+    key_pk: int | None = None  # the key's database id: nonces and rate limits hang on it
 
     def can(self, scope: str) -> bool:
         if self.via == "session":
@@ -57,7 +61,7 @@ class Principal:
 
     @property
     def rate_key(self) -> str:
-        return f"key:{self.key_id}" if self.key_id else f"user:{self.user_id}"
+        return f"key:{self.key_pk}" if self.key_pk is not None else f"user:{self.user_id}"
 
 
 def user_document(user: User) -> dict:
@@ -192,11 +196,18 @@ def session_principal(services: Services, sid: str) -> Principal | None:
 # -- API keys ------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4)
 def _fernet(secret_key: str) -> Fernet:
     # The server must know a key's secret to check an HMAC, so it cannot keep only a hash:
     # secrets are encrypted at rest with a key derived from SECRET_KEY.
     derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"digitserve api key secrets")
     return Fernet(base64.urlsafe_b64encode(derived.derive(secret_key.encode())))
+
+
+@functools.lru_cache(maxsize=4)
+def _decoy_secret(secret_key: str) -> str:
+    """An encrypted secret of the real length, decrypted for unknown keys so they cost what known ones do."""
+    return _fernet(secret_key).encrypt(secrets.token_urlsafe(32).encode()).decode()
 
 
 def create_key(services: Services, principal: Principal, payload) -> dict:
@@ -238,17 +249,26 @@ def revoke_key(services: Services, principal: Principal, key_id: str) -> None:
 
 
 def _key_principal(services: Services, key_id: str) -> tuple[Principal, str] | None:
-    """The key's owner and its decrypted secret, or None when unknown or revoked."""
+    """The key's owner and its decrypted secret, or None when unknown or revoked.
+
+    Key ids compare exactly (the database's collation would not), and an unknown
+    key costs the same work as a known one, so timing does not tell them apart.
+    """
+    fernet = _fernet(services.settings.secret_key)
     with unit_of_work(services.sessions) as session:
         found = repo.key_with_owner(session, key_id)
-        if found is None or found[0].revoked_at is not None:
-            return None
-        key, user = found
-        try:
-            secret = _fernet(services.settings.secret_key).decrypt(key.secret_encrypted.encode()).decode()
-        except InvalidToken:
-            return None  # encrypted under another SECRET_KEY
-        return Principal(user.id, user.email, user.role, "signature", key.key_id, tuple(key.scopes)), secret
+    usable = (found is not None and found[0].revoked_at is None
+              and hmac.compare_digest(found[0].key_id.encode(), key_id.encode()))
+    token = found[0].secret_encrypted if usable else _decoy_secret(services.settings.secret_key)
+    try:
+        secret = fernet.decrypt(token.encode()).decode()
+    except InvalidToken:
+        return None  # encrypted under another SECRET_KEY
+    if not usable:
+        return None
+    key, user = found
+    return Principal(user.id, user.email, user.role, "signature", key.key_id, tuple(key.scopes),
+                     key_pk=key.id), secret
 
 
 def _mark_used(services: Services, key_id: str) -> None:
@@ -282,11 +302,12 @@ def verify_signature(services: Services, method: str, path: str, query: str, hea
         raise Unauthenticated("X-DS-Content-SHA256 does not match the body", "body_mismatch")
     found = _key_principal(services, key_id)
     # an unknown key and a wrong signature answer alike
-    expected = signing.sign(found[1] if found else "x" * 43, date, nonce, method, path, query, content_sha)
+    secret = found[1] if found else _decoy_plain
+    expected = signing.sign(secret, key_id, date, nonce, method, path, query, content_sha)
     if found is None or not hmac.compare_digest(expected, signature):
         raise Unauthenticated("the signature does not match", "bad_signature")
     try:
-        fresh = services.redis.set(services.key("nonce", key_id, nonce), 1, nx=True,
+        fresh = services.redis.set(services.key("nonce", found[0].key_pk, nonce), 1, nx=True,
                                    ex=services.settings.nonce_ttl)
     except redis.RedisError:
         raise Unavailable("the replay store is unreachable; refusing signed requests") from None
@@ -303,7 +324,7 @@ def verify_bearer(services: Services, token: str) -> Principal:
         raise Unauthenticated("the bearer key is not valid", "bad_key")
     principal = found[0]
     _mark_used(services, key_id)
-    return Principal(principal.user_id, principal.email, principal.role, "bearer", principal.key_id, principal.scopes)
+    return dataclasses.replace(principal, via="bearer")
 
 
 # -- rate limits ---------------------------------------------------------------------------
