@@ -56,6 +56,9 @@ class Settings:
     db_pool_size: int = env("DB_POOL_SIZE", 20)
     db_timeout: float = env("DB_TIMEOUT", 5.0)  # connect, read, write and pool waits on the database
     log_requests: bool = env("LOG_REQUESTS", False)
+    metrics: str = env("METRICS", "off")  # /metrics on the web port: off, token (METRICS_TOKEN) or open
+    metrics_token: str = env("METRICS_TOKEN", "")
+    metrics_port: int = env("METRICS_PORT", 0)  # >0: /metrics served openly on this port of its own
     # uploads
     max_body_bytes: int = env("MAX_BODY_BYTES", 4 * 1024 * 1024)
     max_images: int = env("MAX_IMAGES", 16)
@@ -128,6 +131,10 @@ class Settings:
             raise SettingsError("JOB_TIMEOUT must be at least 1 second")
         if self.job_stale_after < 1:
             raise SettingsError("JOB_STALE_AFTER must be at least 1 second")
+        if self.metrics not in ("off", "token", "open"):
+            raise SettingsError("METRICS must be off, token or open")
+        if self.metrics == "token" and len(self.metrics_token) < 16:
+            raise SettingsError("METRICS=token needs METRICS_TOKEN of at least 16 characters")
 
     def with_secret(self) -> "Settings":
         """Local runs: use SECRET_KEY, or one generated once into var/secret_key (never in production)."""

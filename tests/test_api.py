@@ -16,9 +16,23 @@ def submit(account, images, **fields):
                             content_type="multipart/form-data", headers=account.headers, expect_errors=True)
 
 
-def test_health_and_metrics_are_public(app):
+METRICS_TOKEN = "metrics-token-0123456789"
+
+
+def test_health_is_public_and_metrics_only_when_configured(app, services):
+    from webtest import TestApp
+
+    from server.web.app import create_app
+
     assert app.get("/healthz").json == {"status": "ok"}
-    res = app.get("/metrics")
+    assert app.get("/metrics", expect_errors=True).status_int == 404  # METRICS=off by default
+    guarded = TestApp(create_app(services.settings.replace(metrics="token", metrics_token=METRICS_TOKEN),
+                                 dataclasses.replace(services, settings=services.settings.replace(
+                                     metrics="token", metrics_token=METRICS_TOKEN))))
+    assert guarded.get("/metrics", expect_errors=True).status_int == 401
+    assert guarded.get("/metrics", headers={"Authorization": "Bearer wrong-token-000000000"},
+                       expect_errors=True).status_int == 401
+    res = guarded.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert res.content_type == "text/plain"
     assert "digitserve_http_requests_total" in res.text and "digitserve_queue_depth" in res.text
 

@@ -641,9 +641,10 @@ def test_every_endpoint_but_the_public_ones_needs_authentication(app, services):
         assert_error(res, 401)
         checked += 1
     assert checked >= 17
-    for method, path in PUBLIC - {("POST", "/api/v1/users"), ("POST", "/api/v1/sessions")}:
+    for method, path in PUBLIC - {("POST", "/api/v1/users"), ("POST", "/api/v1/sessions"), ("GET", "/metrics")}:
         app.reset()
         assert app.request(path, method=method, expect_errors=True).status_int in (200, 503), path
+    assert_error(app.get("/metrics", expect_errors=True), 404)  # its own token, or off (the default)
 
 
 def test_other_users_predictions_are_invisible(app, make_user, registered_mlp, digit_pngs, run_jobs, signed):

@@ -160,3 +160,32 @@ def test_a_killed_workers_job_runs_again_within_seconds_not_the_job_timeout(serv
     documents = [predictions.get(services, None, pid) for pid in ids]
     assert all(1 <= d["attempts"] <= 2 for d in documents)
     assert sum(d["results"][0]["digit"] == i % 10 for i, d in enumerate(documents)) >= 27
+
+
+def test_metrics_on_a_port_of_their_own(settings, registered_mlp, tmp_path):
+    """METRICS_PORT serves /metrics alone while the web port keeps it off."""
+    import urllib.error
+    import urllib.request
+
+    from conftest import process_env
+    from server.cli.processes import Subcommand, free_port
+
+    web_port, metrics_port = free_port(), free_port()
+    web = Subcommand(["serve"], process_env(settings.replace(port=web_port), METRICS_PORT=metrics_port),
+                     tmp_path / "web.log")
+    try:
+        def up():
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).status == 200
+            except OSError:
+                return False
+
+        wait_until(up, 60, 0.3, "the metrics port")
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        assert "digitserve_http_requests_total" in text
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5)
+        assert refused.value.code == 404
+    finally:
+        web.stop()
+        print(web.tail())

@@ -1,4 +1,5 @@
 """Real worker processes against the real MariaDB and Redis."""
+import dataclasses
 import datetime as dt
 import signal
 
@@ -130,9 +131,15 @@ def test_a_broken_model_file_fails_the_prediction_with_a_reason(services, digit_
     assert failed["status"] == "failed" and failed["error"]
 
 
-def test_worker_metrics_are_shared_through_redis(app, services, registered_mlp, digit_pngs, run_jobs):
+def test_worker_metrics_are_shared_through_redis(services, registered_mlp, digit_pngs, run_jobs):
+    from webtest import TestApp
+
+    from server.web.app import create_app
+
     submit(services, digit_pngs[3])
     run_jobs()
+    settings = services.settings.replace(metrics="open")
+    app = TestApp(create_app(settings, dataclasses.replace(services, settings=settings)))
     text = app.get("/metrics").text
     assert 'digitserve_jobs_total{outcome="succeeded"} 1.0' in text
     assert "digitserve_inference_seconds_count 1.0" in text

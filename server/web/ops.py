@@ -1,17 +1,20 @@
 """Operations endpoints and the page: liveness, readiness, metrics, the OpenAPI document."""
 from __future__ import annotations
 
+import hmac
 from pathlib import Path
 
 import jinja2
 from sqlalchemy import text
 
+from core.errors import NotFound, Unauthenticated
 from server.services.bootstrap import Services
 from server.web.http import Request, Response, Router, json_response
 from server.web.metrics import WebMetrics
 from server.web.openapi import openapi_document
 
 ROOT = Path(__file__).resolve().parents[2]
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
             "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
@@ -62,7 +65,14 @@ def register(router: Router, services: Services, metrics: WebMetrics, version: s
                              200 if ready else 503, {} if ready else {"Retry-After": "5"})
 
     def metrics_endpoint(req: Request) -> Response:
-        return Response(200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+        settings = services.settings
+        if settings.metrics == "off":
+            raise NotFound("metrics are not served here (METRICS=off; see METRICS_PORT)")
+        if settings.metrics == "token":
+            sent = req.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(sent.encode(), settings.metrics_token.encode()):
+                raise Unauthenticated("send Authorization: Bearer <METRICS_TOKEN>")
+        return Response(200, metrics.render(), METRICS_CONTENT_TYPE)
 
     def openapi(req: Request):
         return openapi_document(router, version)
