@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.parser
-import email.policy
 import json
 import logging
 import re
@@ -12,10 +10,18 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
+import multipart
+
 from core.errors import InvalidInput
 from server.web.errors import HttpError, error_body, error_parts
 
 log = logging.getLogger("digitserve.web")
+
+# multipart/form-data bounds; the whole body is already capped (max_body_bytes) before parsing.
+MAX_PARTS = 64  # images are capped at 16 (max_images); the rest leaves room for fields
+MAX_PART_HEADERS = 8  # a browser sends 1-2 per part (RFC 7578 allows 3)
+MAX_PART_HEADER_BYTES = 4096  # one header line, e.g. a Content-Disposition with a long filename
+MULTIPART_UNPARSEABLE = "the multipart body could not be parsed (missing boundary?)"
 
 
 @dataclass
@@ -46,23 +52,53 @@ class Request:
             raise InvalidInput("the request body is not valid JSON", "bad_json") from None
 
     def form(self) -> tuple[dict[str, str], list[bytes]]:
-        """Fields and the `image` files of a multipart/form-data body."""
-        header = f"Content-Type: {self.headers.get('Content-Type', '')}\r\n\r\n".encode()
-        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + self.body)
-        if not message.is_multipart():
-            if message.get_boundary():  # a well-formed body with no parts at all
-                return {}, []
-            raise InvalidInput("the multipart body could not be parsed (missing boundary?)", "bad_multipart")
+        """Fields and the `image` files of a multipart/form-data body.
+
+        Every part named `image` is an image; other named parts are text fields
+        (UTF-8, undecodable bytes replaced); unnamed parts are ignored. A part is
+        never parsed further, whatever its own Content-Type.
+        """
+        boundary = multipart.parse_options_header(self.headers.get("Content-Type", ""))[1].get("boundary")
+        if not boundary:
+            raise InvalidInput(MULTIPART_UNPARSEABLE, "bad_multipart")
+        if not self.body:
+            return {}, []
         fields: dict[str, str] = {}
         images: list[bytes] = []
-        for part in message.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            payload = part.get_payload(decode=True) or b""
-            if name == "image":
-                images.append(payload)
-            elif name:
-                fields[name] = payload.decode("utf-8", "replace")
+        parts = 0
+        try:
+            with multipart.PushMultipartParser(
+                    boundary, len(self.body), max_header_size=MAX_PART_HEADER_BYTES,
+                    max_header_count=MAX_PART_HEADERS, max_segment_count=MAX_PARTS) as parser:
+                for event in parser.parse(self.body):
+                    if isinstance(event, multipart.MultipartSegment):
+                        parts += 1
+                        segment, chunks = event, []
+                    elif event is not None:
+                        chunks.append(event)
+                    elif segment.name == "image":
+                        images.append(_decoded(segment, b"".join(chunks)))
+                    elif segment.name:
+                        fields[segment.name] = _decoded(segment, b"".join(chunks)).decode("utf-8", "replace")
+        except multipart.ParserLimitReached:
+            if parts >= MAX_PARTS:
+                raise InvalidInput(f"the multipart body has more than {MAX_PARTS} parts", "bad_multipart") from None
+            raise InvalidInput(f"a multipart part has a header line over {MAX_PART_HEADER_BYTES} bytes "
+                               f"or more than {MAX_PART_HEADERS} headers", "bad_multipart") from None
+        except (multipart.MultipartError, binascii.Error):
+            raise InvalidInput(MULTIPART_UNPARSEABLE, "bad_multipart") from None
         return fields, images
+
+
+def _decoded(segment: multipart.MultipartSegment, payload: bytes) -> bytes:
+    """A part's bytes, undoing a base64 or quoted-printable Content-Transfer-Encoding (RFC 7578 forbids
+    it, browsers never send it, but the e-mail parser this replaced honoured it)."""
+    encoding = (segment.header("Content-Transfer-Encoding") or "").strip().lower()
+    if encoding == "base64":
+        return binascii.a2b_base64(payload)
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(payload)
+    return payload
 
 
 @dataclass
