@@ -12,7 +12,7 @@ single ``tf.function`` of TensorFlow ops; the Gibbs sampling uses a seeded
 ``pretrain_dbn`` stacks RBMs greedily (Hinton, Osindero & Teh 2006): RBM 1 learns
 the pixels (grey levels used as probabilities), RBM 2 learns RBM 1's hidden
 probabilities, and so on. The ``(W, b_hidden)`` pairs initialise the sigmoid
-layers of ``models.networks.build_dbn_classifier`` for supervised fine-tuning.
+layers of the DBN family's ``build`` (``models.families.dbn``) for supervised fine-tuning.
 
 This module imports nothing of the platform.
 """

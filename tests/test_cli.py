@@ -112,6 +112,23 @@ def test_run_starts_web_and_worker_and_stops_on_ctrl_c(settings, tiny_mlp_file, 
     assert run.output().rstrip().endswith("stopped")
 
 
+def test_train_family_choices_are_the_family_records(capsys):
+    from models import families
+
+    parser = build_parser()
+    train = next(action for action in parser._subparsers._group_actions[0].choices["train"]._actions
+                 if action.dest == "family")
+    assert tuple(train.choices) == families.names()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    help_text = capsys.readouterr().out
+    for family in families.all_families():
+        assert f"{family.name}  " in help_text and family.description in help_text
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "resnet"])
+    assert "invalid choice: 'resnet'" in capsys.readouterr().err
+
+
 def test_compose_runs_the_same_commands_as_the_local_run():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]

@@ -1,12 +1,22 @@
-"""Network definitions and RBM/DBN pretraining (models.networks, models.dbn)."""
+"""Network families (models.families) and RBM/DBN pretraining (models.dbn)."""
 from __future__ import annotations
+
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+import textwrap
+import uuid
 
 import numpy as np
 import pytest
 
 import keras
 
-from models import dbn, networks
+from conftest import ROOT
+from models import dbn, families
+from models.families import Family
 from core.preprocess import scale
 
 SMALL = {
@@ -18,6 +28,11 @@ SMALL = {
 
 def _images(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, 28, 28), dtype=np.float32)
+
+
+def _build(name: str, overrides: dict | None = None, seed: int | None = 0, pretrained=None) -> keras.Model:
+    family = families.get(name)
+    return family.build(family.hyperparameters(overrides), seed, pretrained)
 
 
 @pytest.fixture(scope="module")
@@ -36,37 +51,75 @@ def _check_io(model: keras.Model) -> None:
 
 
 def test_families_and_defaults():
-    assert networks.FAMILIES == ("softmax", "mlp", "cnn", "dbn")
-    for family in networks.FAMILIES:
-        hp = networks.DEFAULTS[family]
+    assert families.names() == ("softmax", "mlp", "cnn", "dbn")
+    for name in families.names():
+        family = families.get(name)
+        assert family.name == name
+        assert family.description and "\n" not in family.description
+        hp = family.defaults
         assert hp["epochs"] > 0 and hp["batch_size"] > 0 and hp["learning_rate"] > 0
-        assert isinstance(networks.describe(family), str)
-    # overrides never leak into DEFAULTS
-    hp = networks.hyperparameters("mlp", {"hidden": [7]})
+        assert isinstance(family.describe(family.hyperparameters()), str)
+        with pytest.raises(TypeError):
+            family.defaults["epochs"] = 1          # read-only
+    assert [f.pretrain is not None for f in families.all_families()] == [False, False, False, True]
+    # overrides never leak into the defaults
+    hp = families.hyperparameters("mlp", {"hidden": [7]})
     hp["hidden"].append(3)
-    assert networks.DEFAULTS["mlp"]["hidden"] != [7, 3]
+    assert families.get("mlp").defaults["hidden"] == [512, 512]
+    hp = families.hyperparameters("mlp")
+    hp["hidden"].append(3)
+    assert families.get("mlp").defaults["hidden"] == [512, 512]
+
+
+def test_unknown_family_names_the_known_ones():
+    with pytest.raises(ValueError, match="resnet.*softmax.*mlp.*cnn.*dbn"):
+        families.get("resnet")
+    with pytest.raises(ValueError):
+        families.hyperparameters("resnet")
+
+
+def test_default_descriptions_are_those_of_the_benchmarked_models():
+    # the architecture strings stored with trained versions and the accuracy report stay valid
+    report = json.loads((ROOT / "bench" / "results" / "accuracy.json").read_text())["results"]
+    for name in families.names():
+        family = families.get(name)
+        described = family.describe(family.hyperparameters())
+        assert described == report[name]["description"] == report[name]["hyperparameters"]["architecture"]
+        benchmarked = {k: v for k, v in report[name]["hyperparameters"].items() if k in family.defaults}
+        assert benchmarked == family.hyperparameters({"validation_size": benchmarked["validation_size"]})
 
 
 @pytest.mark.parametrize("family", ["softmax", "mlp", "cnn"])
 def test_build_shapes_and_softmax(family):
-    _check_io(networks.build(family, SMALL[family], seed=0))
+    _check_io(_build(family, SMALL[family]))
 
 
-def test_default_architectures_build():
-    for family in ("softmax", "mlp", "cnn"):
-        _check_io(networks.build(family))
-    with pytest.raises(ValueError):
-        networks.build("dbn")
-    with pytest.raises(ValueError):
-        networks.build("resnet")
+def test_default_architectures_build_with_their_saved_layer_names():
+    layer_names = {
+        "softmax": ["image", "flatten", "probabilities"],
+        "mlp": ["image", "to_channels", "augment_translate", "flatten", "hidden_1", "dropout_1",
+                "hidden_2", "dropout_2", "probabilities"],
+        "cnn": ["image", "to_channels", "augment_translate", "conv1_1", "pool1", "conv2_1", "pool2", "flatten",
+                "dropout_1", "dense", "dropout_2", "probabilities"],
+    }
+    for name, expected in layer_names.items():
+        model = _build(name, seed=None)
+        _check_io(model)
+        assert model.name == name
+        assert [layer.name for layer in model.layers] == expected
+    with pytest.raises(ValueError, match="pretrained"):
+        _build("dbn")
 
 
 def test_dbn_classifier_starts_from_pretrained_weights():
     rng = np.random.default_rng(0)
     weights = [(rng.normal(size=(784, 40)).astype(np.float32), rng.normal(size=40).astype(np.float32)),
                (rng.normal(size=(40, 20)).astype(np.float32), rng.normal(size=20).astype(np.float32))]
-    model = networks.build_dbn_classifier(weights, {"dropout": 0.1}, seed=0)
+    model = _build("dbn", {"dropout": 0.1}, pretrained=weights)
     _check_io(model)
+    assert [layer.name for layer in model.layers] == [
+        "image", "to_channels", "augment_translate", "flatten", "rbm_1", "dropout_1", "rbm_2", "dropout_2",
+        "probabilities"]
     for i, (w, b) in enumerate(weights, start=1):
         layer = model.get_layer(f"rbm_{i}")
         got_w, got_b = layer.get_weights()
@@ -74,7 +127,24 @@ def test_dbn_classifier_starts_from_pretrained_weights():
         np.testing.assert_array_equal(got_b, b)
         assert layer.get_config()["activation"] == "sigmoid"
     with pytest.raises(ValueError):
-        networks.build_dbn_classifier([(np.zeros((100, 5)), np.zeros(5))], {})
+        _build("dbn", pretrained=[(np.zeros((100, 5)), np.zeros(5))])
+
+
+def test_dbn_family_pretrain_feeds_its_build(pixels):
+    family = families.get("dbn")
+    hp = family.hyperparameters({"hidden": [24, 12], "rbm_epochs": 2, "rbm_batch_size": 50})
+    lines: list[str] = []
+    weights, curves = family.pretrain(pixels[:500], hp, 0, lines.append)
+    assert list(curves) == ["rbm_reconstruction_error"]
+    assert [len(layer) for layer in curves["rbm_reconstruction_error"]] == [2, 2]
+    assert lines[0].startswith("dbn RBM 1 (24 hidden) epoch 1/2: reconstruction error ")
+    assert lines[-1].startswith("dbn RBM 2 (12 hidden) epoch 2/2: reconstruction error ")
+    assert [w.shape for w, _ in weights] == [(784, 24), (24, 12)]
+    _check_io(family.build(hp, 0, weights))
+    # no progress callback: runs quietly, same weights for the same seed
+    weights2, curves2 = family.pretrain(pixels[:500], hp, 0, None)
+    np.testing.assert_array_equal(weights[0][0], weights2[0][0])
+    assert curves == curves2
 
 
 def test_rbm_cd_k_lowers_reconstruction_error(pixels):
@@ -115,10 +185,10 @@ def test_pretrain_dbn_history_and_shapes(pixels):
 def test_save_and_reload_gives_identical_outputs(family, tmp_path):
     if family == "dbn":
         rng = np.random.default_rng(0)
-        model = networks.build_dbn_classifier(
-            [(rng.normal(0, 0.1, (784, 30)).astype(np.float32), np.zeros(30, np.float32))], {}, seed=0)
+        model = _build("dbn", pretrained=[(rng.normal(0, 0.1, (784, 30)).astype(np.float32),
+                                           np.zeros(30, np.float32))])
     else:
-        model = networks.build(family, {**SMALL[family], "translate": 2.0, "rotate": 10.0}, seed=0)
+        model = _build(family, {**SMALL[family], "translate": 2.0, "rotate": 10.0})
     path = tmp_path / f"{family}.keras"
     model.save(path)
     loaded = keras.models.load_model(path)  # plain Keras layers: no custom_objects needed
@@ -126,3 +196,116 @@ def test_save_and_reload_gives_identical_outputs(family, tmp_path):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x, training=False)),
                                   keras.ops.convert_to_numpy(loaded(x, training=False)))
     assert tuple(loaded.input_shape) == (None, 28, 28)
+
+
+# -- discovery: a family is one module of models/families ---------------------------------
+
+def test_every_module_of_the_package_is_a_family():
+    modules = [m.name for m in pkgutil.iter_modules(families.__path__) if not m.name.startswith("_")]
+    assert sorted(families.names()) == sorted(modules)
+    for module in modules:
+        assert isinstance(sys.modules[f"models.families.{module}"].FAMILY, Family)
+
+
+def test_the_family_records_load_without_keras_or_tensorflow():
+    # `digitserve --help` reads them: importing TensorFlow there would cost seconds
+    code = ("import sys, models.families as f\n"
+            "for x in f.all_families(): x.describe(x.hyperparameters())\n"
+            "from server.cli.main import build_parser; build_parser()\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow'))\n"
+            "print(heavy)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+TOY = '''
+from models.families import Family
+from models.families._common import COMMON, describe_training
+
+
+def pretrain(x_train_flat, hp, seed, on_epoch):
+    if on_epoch is not None:
+        on_epoch("toy pretraining 1/1")
+    return x_train_flat.mean(axis=0), {"toy_mean_pixel": [float(x_train_flat.mean())]}
+
+
+def build(hp, seed=None, pretrained=None):
+    import keras
+    from models.families import _layers
+
+    assert pretrained is not None and pretrained.shape == (784,)
+    inputs, x = _layers.flat_inputs(hp, seed)
+    return keras.Model(inputs, _layers.probabilities(x), name="toy")
+
+
+def describe(hp):
+    return f"toy 784 -> 10 ({hp['note']}); {describe_training(hp)}"
+
+
+FAMILY = Family(name="toy", description="a family dropped in by a test",
+                defaults={**COMMON, "epochs": 1, "learning_rate": 1e-2, "note": "dropped in"},
+                build=build, describe=describe, pretrain=pretrain, order=5)
+'''
+
+
+@pytest.fixture
+def toy_family(tmp_path, monkeypatch):
+    """A family module dropped into the package (a second directory of its path)."""
+    (tmp_path / "toy.py").write_text(TOY)
+    monkeypatch.setattr(families, "__path__", [*families.__path__, str(tmp_path)])
+    families.reload()
+    yield families.get("toy")
+    monkeypatch.undo()
+    sys.modules.pop("models.families.toy", None)
+    families.reload()
+    assert "toy" not in families.names()
+
+
+def test_a_dropped_in_module_is_found_by_the_registry_cli_and_trainer(toy_family, mnist, capsys):
+    from server.cli.main import build_parser
+    from trainers.train import train
+
+    assert families.names() == ("toy", "softmax", "mlp", "cnn", "dbn")   # ordered by ``order``
+    assert families.hyperparameters("toy")["note"] == "dropped in"
+    args = build_parser().parse_args(["train", "toy"])
+    assert args.family == "toy"
+    r = train("toy", mnist, limit=300, seed=0, progress=True)
+    assert "toy pretraining 1/1" in capsys.readouterr().out
+    assert r.family == "toy" and r.epochs_run == 1 and r.model.name == "toy"
+    assert r.curves["toy_mean_pixel"][0] > 0 and len(r.curves["val_accuracy"]) == 1
+    assert r.hyperparameters["architecture"].startswith("toy 784 -> 10 (dropped in); up to 1 epochs")
+    assert "pretrain_seconds" in r.hyperparameters
+
+
+def _package(tmp_path, monkeypatch, modules: dict[str, str]) -> tuple[str, list[str]]:
+    name = f"fam_{uuid.uuid4().hex[:8]}"
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "__init__.py").write_text("")
+    for module, text in modules.items():
+        (tmp_path / name / f"{module}.py").write_text(textwrap.dedent(text))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name, [str(tmp_path / name)]
+
+
+RECORD = ('from models.families import Family\n'
+          'FAMILY = Family(name="{name}", description="d", defaults={{"epochs": 1, "batch_size": 8, '
+          '"learning_rate": 0.1}}, build=print, describe=str, order={order})\n')
+
+
+def test_discovery_orders_families_and_skips_private_modules(tmp_path, monkeypatch):
+    name, path = _package(tmp_path, monkeypatch, {
+        "beta": RECORD.format(name="beta", order=1), "alpha": RECORD.format(name="alpha", order=1),
+        "gamma": RECORD.format(name="gamma", order=0), "_helpers": "X = 1\n"})
+    assert list(families.discover(name, path)) == ["gamma", "alpha", "beta"]
+
+
+@pytest.mark.parametrize("modules,error", [
+    ({"lost": "X = 1\n"}, TypeError),                                  # a module without FAMILY
+    ({"wrong": RECORD.format(name="other", order=1)}, ValueError),     # named unlike its module
+    ({"bad": RECORD.format(name="bad", order=1).replace('description="d"', 'description=""')}, ValueError),
+])
+def test_discovery_refuses_broken_family_modules(tmp_path, monkeypatch, modules, error):
+    name, path = _package(tmp_path, monkeypatch, modules)
+    with pytest.raises(error):
+        families.discover(name, path)

@@ -122,5 +122,18 @@ def test_progress_bar_and_unknown_family(mnist, capsys):
     train("softmax", mnist, epochs=1, limit=300, seed=0, progress=True, overrides={"translate": 0})
     err = capsys.readouterr().err
     assert "softmax epoch 1/1" in err
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'svm'.*softmax.*dbn"):
         train("svm", mnist, limit=100)
+
+
+def test_pretraining_progress_lines(mnist, capsys):
+    r = train("dbn", mnist, epochs=1, limit=300, seed=0, progress=True,
+              overrides={"hidden": [16, 8], "rbm_epochs": 2, "translate": 0})
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == [
+        "dbn RBM 1 (16 hidden) epoch 1/2", "dbn RBM 1 (16 hidden) epoch 2/2",
+        "dbn RBM 2 (8 hidden) epoch 1/2", "dbn RBM 2 (8 hidden) epoch 2/2"]
+    assert all(": reconstruction error " in line for line in out)
+    assert r.hyperparameters["pretrain_seconds"] >= 0
+    assert [len(layer) for layer in r.curves["rbm_reconstruction_error"]] == [2, 2]
+    assert r.hyperparameters["architecture"].startswith("DBN 784-16-8: greedy RBM pretraining")

@@ -1,9 +1,10 @@
 """Offline training loop and evaluation for every network family.
 
 ``train(family, data)`` slices the training set (``limit``), holds out a
-validation split from its end, builds the network (for "dbn": greedy RBM
-pretraining first, see ``models.dbn``), fits it with Adam (cosine schedule,
-early stopping on validation accuracy with the best epoch's weights restored), then
+validation split from its end, builds the network of the family record
+(``models.families``; a family's ``pretrain`` step, e.g. the DBN's greedy RBM
+pretraining, runs first and its curves join the result), fits it with Adam
+(cosine schedule, early stopping on validation accuracy with the best epoch's weights restored), then
 evaluates on the test set. Runs are deterministic for a given seed
 (``keras.utils.set_random_seed`` + TensorFlow op determinism).
 """
@@ -19,8 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models import dbn as dbn_module
-from models import networks
+from models import families
 from models.runtime import configure_tensorflow
 from core.preprocess import scale
 
@@ -33,7 +33,7 @@ class TrainResult:
     test_accuracy: float
     metrics: dict           # {"accuracy", "per_class": [{"digit", "precision", "recall", "support"}], "validation_accuracy"}
     confusion_matrix: list  # 10x10 ints, rows = true label, columns = predicted
-    curves: dict            # per epoch "loss", "accuracy", "val_loss", "val_accuracy" (+ dbn "rbm_reconstruction_error")
+    curves: dict            # per epoch "loss", "accuracy", "val_loss", "val_accuracy" (+ the pretrain curves, dbn "rbm_reconstruction_error")
     train_seconds: float
     epochs_run: int
 
@@ -162,6 +162,10 @@ class BestWeights(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
 
 
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
 def _json_hp(hp: dict) -> dict:
     out = {}
     for k, v in hp.items():
@@ -178,11 +182,10 @@ def train(family: str, data: Any, *, epochs: int | None = None, batch_size: int 
           overrides: dict | None = None, threads: int | None = None) -> TrainResult:
     """Train ``family`` on ``data`` (an ``MnistData``: x_train/y_train/x_test/y_test
     uint8 arrays) and evaluate it on the test set. ``limit`` trains on the first
-    ``limit`` training images; ``overrides`` update ``networks.DEFAULTS[family]``."""
-    if family not in networks.FAMILIES:
-        raise ValueError(f"unknown family {family!r}; expected one of {networks.FAMILIES}")
+    ``limit`` training images; ``overrides`` update the family's ``defaults``."""
+    spec = families.get(family)   # ValueError naming the known families
     configure_tensorflow(threads or min(os.cpu_count() or 2, 8))
-    hp = networks.hyperparameters(family, overrides)
+    hp = spec.hyperparameters(overrides)
     if epochs is not None:
         hp["epochs"] = int(epochs)
     if batch_size is not None:
@@ -209,23 +212,16 @@ def train(family: str, data: Any, *, epochs: int | None = None, batch_size: int 
     _set_determinism(seed)
     curves: dict[str, Any] = {}
     start = time.perf_counter()
-    if family == "dbn":
-        def on_epoch(layer: int, epoch: int, err: float) -> None:
-            if progress:
-                print(f"dbn RBM {layer} ({hp['hidden'][layer - 1]} hidden) epoch {epoch}/{hp['rbm_epochs']}: "
-                      f"reconstruction error {err:.5f}", flush=True)
+    pretrained = None
+    if spec.pretrain is not None:
         t0 = time.perf_counter()
-        weights, rbm_history = dbn_module.pretrain_dbn(
-            x_train.reshape(len(x_train), -1), hp["hidden"], epochs=int(hp["rbm_epochs"]), k=int(hp["rbm_k"]),
-            learning_rate=float(hp["rbm_learning_rate"]), batch_size=int(hp["rbm_batch_size"]), seed=seed,
-            on_epoch=on_epoch, momentum=float(hp["rbm_momentum"]), weight_decay=float(hp["rbm_weight_decay"]))
+        pretrained, pretrain_curves = spec.pretrain(x_train.reshape(len(x_train), -1), hp, seed,
+                                                    _print_line if progress else None)
         hp["pretrain_seconds"] = round(time.perf_counter() - t0, 2)
-        curves["rbm_reconstruction_error"] = rbm_history
+        curves.update(pretrain_curves)
         _set_determinism(seed)
-        model = networks.build_dbn_classifier(weights, hp, seed=seed)
-    else:
-        model = networks.build(family, hp, seed=seed)
-    hp["architecture"] = networks.describe(family, hp)
+    model = spec.build(hp, seed, pretrained)
+    hp["architecture"] = spec.describe(hp)
     hp["parameters"] = int(model.count_params())
 
     steps = math.ceil(len(x_train) / bs)

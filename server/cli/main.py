@@ -7,8 +7,7 @@ import sys
 from typing import Callable
 
 from core.settings import Settings, SettingsError
-
-FAMILIES = ("softmax", "mlp", "cnn", "dbn")
+from models import families  # the family records only: no Keras / TensorFlow import
 
 
 def _services(settings: Settings):
@@ -160,6 +159,13 @@ def cmd_predict(args, settings: Settings) -> int:
     return 0
 
 
+def _families_epilog() -> str:
+    """One line per family (the family records' descriptions), for ``train --help``."""
+    width = max(len(name) for name in families.names())
+    lines = (f"  {f.name:<{width}}  {f.description}" for f in families.all_families())
+    return "families:\n" + "\n".join(lines).replace("%", "%%")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="digitserve", description="Handwritten-digit inference platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,8 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("revision", nargs="?", help="target revision (default: head / one step down)")
     db.set_defaults(func=cmd_db)
 
-    train = sub.add_parser("train", help="train a network on MNIST and register a new version")
-    train.add_argument("family", choices=FAMILIES)
+    train = sub.add_parser("train", help="train a network on MNIST and register a new version",
+                           epilog=_families_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("family", choices=families.names(), help="network family (listed below)")
     train.add_argument("--name", help="model name (default: the family)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
