@@ -48,6 +48,7 @@ class Settings:
     result_ttl: int = env("RESULT_TTL", 600)
     worker_heartbeat_ttl: float = env("WORKER_HEARTBEAT_TTL", 6.0)  # a worker silent this long is dead
     notice_ttl: int = env("NOTICE_TTL", 60)  # how long a result notice waits for a late waiter
+    retention_days: float = env("RETENTION_DAYS", 0.0)  # finished predictions older than this are deleted; 0 keeps all
     max_wait: float = env("MAX_WAIT", 30.0)
     model_poll_seconds: float = env("MODEL_POLL_SECONDS", 2.0)
     tf_threads: int = env("TF_THREADS", 0)  # 0: 1 per serving process, every core for training

@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import ModelBlob, ModelBlobChunk, unit_of_work
@@ -59,7 +59,7 @@ class ModelStore:
 
     def drop_bytes(self, sha: str, session: Session) -> None:
         """Free an unused file's bytes; its `model_blobs` row stays for the versions' history."""
-        session.query(ModelBlobChunk).filter_by(sha256=sha).delete()
+        session.execute(delete(ModelBlobChunk).where(ModelBlobChunk.sha256 == sha))
         cached = self.cache_path(sha)
         if cached.exists():
             cached.unlink()

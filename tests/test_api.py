@@ -279,3 +279,29 @@ def test_page_is_served_with_a_content_security_policy(app):
     assert res.content_type == "text/html"
     assert "script-src 'self'" in res.headers["Content-Security-Policy"]
     assert app.get("/static/app.js").status_int == 200
+
+
+def test_retention_deletes_old_finished_predictions_but_keeps_corrections(account, registered_mlp, services,
+                                                                        digit_pngs, run_jobs):
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from core.db import Prediction, PredictionImage, unit_of_work
+    from server.services import predictions
+
+    ids = [account.app.post("/api/v1/predictions", upload_files=[("image", "a.png", digit_pngs[d])],
+                            headers=account.headers).json["id"] for d in (1, 2, 3)]
+    run_jobs()
+    old, corrected, recent = ids
+    account.app.post_json(f"/api/v1/predictions/{corrected}/feedback", {"label": 7}, headers=account.headers)
+    with unit_of_work(services.sessions) as session:
+        for pid in (old, corrected):
+            session.get(Prediction, pid).created_at -= dt.timedelta(days=40)
+    assert predictions.purge_old(services, 0) == 0  # 0 keeps everything
+    assert predictions.purge_old(services, 30) == 1
+    with unit_of_work(services.sessions) as session:
+        assert session.get(Prediction, old) is None
+        assert session.scalar(sa.select(sa.func.count()).where(PredictionImage.prediction_id == old)) == 0
+        assert session.get(Prediction, corrected) is not None and session.get(Prediction, recent) is not None
+    assert account.app.get(f"/api/v1/predictions/{old}", expect_errors=True).status_int == 404

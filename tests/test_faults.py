@@ -189,3 +189,80 @@ def test_metrics_on_a_port_of_their_own(settings, registered_mlp, tmp_path):
     finally:
         web.stop()
         print(web.tail())
+
+
+def test_sigterm_to_a_busy_worker_finishes_its_job_and_loses_nothing(services, registered_mlp, digit_pngs,
+                                                                    start_worker):
+    import signal
+
+    ids = [predictions.submit(services, None, predictions.Submission([digit_pngs[d % 10]]))[0]["id"]
+           for d in range(30)]
+
+    def statuses():
+        with unit_of_work(services.sessions) as session:
+            return [session.get(Prediction, pid).status for pid in ids]
+
+    first = start_worker()
+    wait_until(lambda: "succeeded" in statuses(), 90, 0.02, "a first result")
+    assert first.stop(signal.SIGTERM) == 0  # a warm shutdown: the job in hand finishes
+    assert "running" not in statuses()
+    start_worker()
+    wait_until(lambda: set(statuses()) == {"succeeded"}, 90, 0.2, "every prediction to succeed")
+
+
+def test_sigterm_to_the_web_server_under_load(settings, registered_mlp, digit_pngs, start_worker, tmp_path,
+                                              make_user):
+    """Every prediction the server accepted before it stopped is answered in the end."""
+    import signal
+    import threading
+
+    from conftest import process_env
+    from server.cli.client import Client, ClientError
+    from server.cli.processes import Subcommand, free_port
+
+    port = free_port()
+    live = settings.replace(port=port)
+    web = Subcommand(["serve"], process_env(live), tmp_path / "web.log")
+    start_worker()
+    services = build(live)
+    try:
+        wait_until(lambda: _ready(f"http://127.0.0.1:{port}/healthz"), 60, 0.3, "the web server")
+        email = make_user()
+        app, _ = app_via(live)
+        key = login(app, email).create_key()
+        client = Client(f"http://127.0.0.1:{port}", key_id=key[0], secret=key[1])
+        accepted, stop = [], threading.Event()
+
+        def load():
+            while not stop.is_set():
+                try:
+                    accepted.append(client.submit([digit_pngs[7]])["id"])
+                except (ClientError, OSError):
+                    pass  # refused or cut while stopping: never accepted
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(accepted) >= 10, 60, 0.1, "some accepted predictions")
+        assert web.stop(signal.SIGTERM) == 0
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+
+        def all_done():
+            with unit_of_work(services.sessions) as session:
+                return all(session.get(Prediction, pid).status == "succeeded" for pid in accepted)
+
+        wait_until(all_done, 90, 0.3, "every accepted prediction to succeed")
+    finally:
+        web.stop()
+        services.close()
+
+
+def _ready(url: str) -> bool:
+    import urllib.request
+
+    try:
+        return urllib.request.urlopen(url, timeout=2).status == 200
+    except OSError:
+        return False

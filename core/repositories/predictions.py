@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Sequence
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.db import Prediction, PredictionImage, utcnow
@@ -171,3 +171,21 @@ def running(session: Session, started_before: dt.datetime) -> list[tuple[str, in
         select(Prediction.id, Prediction.attempts, Prediction.worker)
         .where(Prediction.status == RUNNING, Prediction.started_at < started_before)
     )]
+
+
+def delete_finished_before(session: Session, cutoff: dt.datetime, limit: int = 1000) -> int:
+    """Delete up to `limit` finished predictions created before `cutoff`, with their images.
+
+    Predictions with a user's correction are kept: they are training data.
+    """
+    corrected = exists().where(PredictionImage.prediction_id == Prediction.id,
+                               PredictionImage.feedback_label.is_not(None))
+    ids = list(session.scalars(
+        select(Prediction.id)
+        .where(Prediction.status.in_(FINISHED), Prediction.created_at < cutoff, ~corrected)
+        .limit(limit)
+    ))
+    if ids:
+        session.execute(delete(PredictionImage).where(PredictionImage.prediction_id.in_(ids)))
+        session.execute(delete(Prediction).where(Prediction.id.in_(ids)))
+    return len(ids)

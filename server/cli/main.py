@@ -138,6 +138,18 @@ def cmd_users(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_cleanup(args, settings: Settings) -> int:
+    from server.services.predictions import purge_old
+
+    days = args.older_than if args.older_than is not None else settings.retention_days
+    if days <= 0:
+        print("nothing to do: set RETENTION_DAYS or pass --older-than DAYS")
+        return 0
+    removed = purge_old(_services(settings), days)
+    print(f"deleted {removed} finished predictions older than {days:g} days (corrected ones are kept)")
+    return 0
+
+
 def cmd_predict(args, settings: Settings) -> int:
     from server.cli.client import Client, ClientError
 
@@ -218,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     ucreate.add_argument("email")
     ucreate.add_argument("--admin", action="store_true")
     users.set_defaults(func=cmd_users)
+
+    cleanup = sub.add_parser("cleanup", help="delete finished predictions and their images past the retention")
+    cleanup.add_argument("--older-than", type=float, metavar="DAYS", help="default RETENTION_DAYS")
+    cleanup.set_defaults(func=cmd_cleanup)
 
     predict = sub.add_parser("predict", help="send images to a server (signed with an API key)")
     predict.add_argument("images", nargs="+")

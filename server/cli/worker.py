@@ -22,6 +22,7 @@ from server.services.bootstrap import Services, build
 
 log = logging.getLogger("digitserve.worker")
 SWEEP_EVERY = 5.0
+PURGE_EVERY = 3600.0
 
 
 class Watcher(threading.Thread):
@@ -33,7 +34,7 @@ class Watcher(threading.Thread):
 
     def run(self) -> None:
         interval = self.services.settings.model_poll_seconds
-        since_sweep = SWEEP_EVERY
+        since_sweep, since_purge = SWEEP_EVERY, PURGE_EVERY
         while not self.stopped.wait(interval):
             try:
                 for info in self.models.preload_active():
@@ -47,6 +48,15 @@ class Watcher(threading.Thread):
                     predictions.sweep(self.services)
                 except Exception:
                     log.exception("sweep failed")
+            since_purge += interval
+            if since_purge >= PURGE_EVERY:
+                since_purge = 0.0
+                try:
+                    removed = predictions.purge_old(self.services)
+                    if removed:
+                        log.info("retention: deleted %d old predictions", removed)
+                except Exception:
+                    log.exception("retention clean-up failed")
 
 
 def start_runner(services: Services, name: str) -> ModelCache:

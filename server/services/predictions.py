@@ -373,3 +373,18 @@ def sweep(services: Services) -> dict[str, int]:
     if any(counts.values()):
         log.warning("sweep: %s", counts)
     return counts
+
+
+def purge_old(services: Services, days: float | None = None) -> int:
+    """Delete finished predictions (and their images) older than `days` (default RETENTION_DAYS; 0 keeps all)."""
+    days = services.settings.retention_days if days is None else days
+    if days <= 0:
+        return 0
+    cutoff = utcnow() - dt.timedelta(days=days)
+    removed = 0
+    while True:
+        with unit_of_work(services.sessions) as session:
+            batch = repo.delete_finished_before(session, cutoff)
+        removed += batch
+        if batch == 0:
+            return removed
