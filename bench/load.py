@@ -160,27 +160,8 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.settings.port}"
 
     def env(self, **extra) -> dict[str, str]:
-        s = self.settings
-        env = {
-            **os.environ,
-            "DATABASE_URL": s.database_url,
-            "REDIS_URL": s.redis_url,
-            "REDIS_PREFIX": s.redis_prefix,
-            "QUEUE_NAME": s.queue_name,
-            "SECRET_KEY": s.secret_key,
-            "VAR_DIR": str(s.var_dir),
-            "MODEL_CACHE_DIR": str(s.model_cache_dir),
-            "MNIST_DIR": str(s.mnist_dir),
-            "HOST": "127.0.0.1",
-            "PORT": str(s.port),
-            "TF_THREADS": str(TF_THREADS),
-            "WEB_THREADS": str(WEB_THREADS),
-            "RATE_LIMIT_PER_MINUTE": "0",
-            "LOG_REQUESTS": "0",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "PYTHONUNBUFFERED": "1",
-        }
-        env.pop("MAX_WAIT", None)  # the default (30 s)
+        env = {**os.environ, **self.settings.to_env(), "HOST": "127.0.0.1", "LOG_REQUESTS": "0",
+               "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
