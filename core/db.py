@@ -134,6 +134,7 @@ class Prediction(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
     queue_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     compute_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the queue job carrying it (a batch)
     worker: Mapped[str | None] = mapped_column(String(128), nullable=True)  # who runs or ran it
 
 

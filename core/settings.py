@@ -45,6 +45,8 @@ class Settings:
     job_timeout: int = env("JOB_TIMEOUT", 60)
     job_retries: int = env("JOB_RETRIES", 2)
     job_stale_after: float = env("JOB_STALE_AFTER", 30.0)  # grace before the sweeper re-queues a lost job
+    batch_max_size: int = env("BATCH_MAX_SIZE", 64)  # predictions stored and queued together; 1 = one by one
+    batch_max_wait_ms: float = env("BATCH_MAX_WAIT_MS", 0.0)  # how long admission waits for more; 0 = none
     result_ttl: int = env("RESULT_TTL", 600)
     worker_heartbeat_ttl: float = env("WORKER_HEARTBEAT_TTL", 6.0)  # a worker silent this long is dead
     notice_ttl: int = env("NOTICE_TTL", 60)  # how long a result notice waits for a late waiter

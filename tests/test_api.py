@@ -211,10 +211,10 @@ def test_an_enqueue_failure_leaves_the_prediction_queued_for_the_sweeper(account
 
     from server.services import predictions
 
-    def refuse(prediction_id):
+    def refuse(job_id, prediction_ids):
         raise redis.ConnectionError("Redis went away after the queue depth was read")
 
-    monkeypatch.setattr(services.queue, "enqueue_prediction", refuse)
+    monkeypatch.setattr(services.queue, "enqueue", refuse)
     res = account.app.post("/api/v1/predictions", upload_files=[("image", "a.png", digit_pngs[8])],
                            headers=account.headers)
     assert res.status_int == 202 and res.json["status"] == "queued"

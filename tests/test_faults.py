@@ -82,7 +82,9 @@ def test_a_finished_prediction_never_reopens_when_the_sweep_saw_it_stale(service
                                                                         run_jobs, monkeypatch):
     """The sweep snapshots stale rows; one that finishes before the sweep acts on it must stay finished."""
     document, _ = predictions.submit(services, None, predictions.Submission([digit_pngs[3]]))
-    snapshot = [(document["id"], "queued", 0)]  # what the sweep read while the job still waited
+    with unit_of_work(services.sessions) as session:
+        job_id = session.get(Prediction, document["id"]).job_id
+    snapshot = [(document["id"], "queued", 0, job_id)]  # what the sweep read while the job still waited
     run_jobs()  # ... and then a worker finished it
     finished = predictions.get(services, None, document["id"])
     assert finished["status"] == "succeeded"
@@ -95,10 +97,10 @@ def test_a_finished_prediction_never_reopens_when_the_sweep_saw_it_stale(service
 def test_two_claims_of_one_prediction_run_it_once(services, registered_mlp, digit_pngs):
     document, _ = predictions.submit(services, None, predictions.Submission([digit_pngs[5]]))
     with unit_of_work(services.sessions) as session:
-        first = repo.claim(session, document["id"], "worker-a")
+        (first,) = repo.claim(session, [document["id"]], "worker-a")
     with unit_of_work(services.sessions) as session:
-        second = repo.claim(session, document["id"], "worker-b")
-    assert first is not None and first.attempt == 1 and second is None
+        second = repo.claim(session, [document["id"]], "worker-b")
+    assert first.attempt == 1 and second == []
     with unit_of_work(services.sessions) as session:
         assert repo.succeed(session, first, [[0.0] * 5 + [1.0] + [0.0] * 4], 1.0)
     with unit_of_work(services.sessions) as session:  # a stale attempt can neither finish nor fail it again
@@ -108,9 +110,14 @@ def test_two_claims_of_one_prediction_run_it_once(services, registered_mlp, digi
     assert predictions.get(services, None, document["id"])["results"][0]["digit"] == 5
 
 
+@pytest.mark.parametrize("persistent", [False, True], ids=["empty-after-restart", "append-only-file"])
 def test_worker_survives_a_redis_outage_and_registers_again(settings, registered_mlp, digit_pngs, start_worker,
-                                                          private_redis):
-    """Redis stops mid-burst and comes back empty: the worker keeps going and /readyz sees it."""
+                                                          private_redis, persistent):
+    """Redis stops mid-burst and comes back (empty, or from its append-only file): the worker keeps
+    going, /readyz sees it again, and every prediction succeeds."""
+    if persistent:
+        private_redis.stop()
+        private_redis.start(persistent=True)
     local = settings.replace(redis_url=private_redis.url)
     services = build(local)
     try:
@@ -120,7 +127,7 @@ def test_worker_survives_a_redis_outage_and_registers_again(settings, registered
                for d in range(20)]
         private_redis.stop()
         time.sleep(2)
-        private_redis.start()  # no persistence: every queued job and registration is gone
+        private_redis.start(persistent=persistent)
         assert worker.alive(), worker.tail()
         wait_for_worker(services, 30)  # registered again: readiness sees a live worker
         impatient = dataclasses.replace(services, settings=local.replace(job_stale_after=1))

@@ -12,6 +12,7 @@ import pytest
 import webob
 
 from core import signing
+from core.db import Prediction, unit_of_work
 
 PREDICTIONS = "/api/v1/predictions"
 
@@ -201,7 +202,9 @@ def test_jobs_are_serialized_as_json_not_pickle(account, registered_mlp, digit_p
     res = signed(key, "POST", PREDICTIONS, body, "application/json")
     assert res.status_int == 202, res.text
     pid = res.json["id"]
-    raw = services.redis.hgetall(f"rq:job:{pid}")
+    with unit_of_work(services.sessions) as session:
+        job_id = session.get(Prediction, pid).job_id
+    raw = services.redis.hgetall(f"rq:job:{job_id}")
     assert raw, "the job hash is missing"
     data = raw[b"data"]
     try:
@@ -210,7 +213,7 @@ def test_jobs_are_serialized_as_json_not_pickle(account, registered_mlp, digit_p
         pass
     assert not data.startswith(b"\x80"), "pickled job payload"
     decoded = json.loads(data)
-    assert decoded[0] == "server.queue.jobs.run_prediction"
+    assert decoded[0] == "server.queue.jobs.run_predictions"
     assert pid in json.dumps(decoded)
     # no other field is pickled either
     for field, value in raw.items():

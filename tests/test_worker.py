@@ -77,7 +77,7 @@ def test_a_job_run_twice_writes_one_result(services, registered_mlp, digit_pngs,
     document = submit(services, digit_pngs[9])
     run_jobs()
     first = predictions.get(services, None, document["id"])
-    assert jobs.run_prediction(document["id"]) == "succeeded"  # the job delivered again
+    assert jobs.run_predictions([document["id"]]) == {document["id"]: "succeeded"}  # the job delivered again
     again = predictions.get(services, None, document["id"])
     assert again == first and again["attempts"] == 1
 
@@ -109,13 +109,15 @@ def test_sweep_requeues_a_job_its_worker_took_off_the_queue_before_dying(service
             session.get(Prediction, pid).created_at = long_ago
     # what a worker does first when it takes a job: move its id to RQ's intermediate list
     # (the job still says `queued`); the worker is killed before it marks the job started
+    with unit_of_work(services.sessions) as session:
+        taken_job, waiting_job = (session.get(Prediction, pid).job_id for pid in (taken, waiting))
     rq_queue = services.queue.rq
     moved = services.redis.lmove(rq_queue.key, rq_queue.intermediate_queue.key)
-    assert moved.decode() == taken
-    assert Job.fetch(taken, connection=services.redis, serializer=rq_queue.serializer).get_status() == "queued"
+    assert moved.decode() == taken_job
+    assert Job.fetch(taken_job, connection=services.redis, serializer=rq_queue.serializer).get_status() == "queued"
     # the job still waiting in the queue is left alone: re-queueing it would only run it twice
     assert predictions.sweep(services) == {"requeued": 1, "failed": 0}
-    assert rq_queue.job_ids == [waiting, taken]
+    assert rq_queue.job_ids == [waiting_job, taken]  # re-queued alone, under its own id
     assert rq_queue.intermediate_queue.get_job_ids() == []
     run_jobs()
     assert all_succeeded(services, [taken, waiting])
@@ -144,3 +146,61 @@ def test_worker_metrics_are_shared_through_redis(services, registered_mlp, digit
     assert 'digitserve_jobs_total{outcome="succeeded"} 1.0' in text
     assert "digitserve_inference_seconds_count 1.0" in text
     assert 'digitserve_batch_size_bucket{le="1.0"} 1.0' in text
+
+
+def test_predictions_arriving_together_share_a_job_and_an_inference_call(services, registered_mlp, digit_pngs,
+                                                                       run_jobs):
+    """Admission groups concurrent submissions; each prediction still gets its own row and result."""
+    import threading
+
+    batching = dataclasses.replace(services, settings=services.settings.replace(batch_max_wait_ms=200))
+    batching.admission = type(services.admission)(batching.settings, services.sessions, services.queue)
+    documents, barrier = [], threading.Barrier(12)
+
+    def one(digit):
+        barrier.wait()
+        documents.append(predictions.submit(batching, None, predictions.Submission([digit_pngs[digit]]))[0])
+
+    threads = [threading.Thread(target=one, args=(d % 10,)) for d in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    with unit_of_work(services.sessions) as session:
+        job_ids = {session.get(Prediction, d["id"]).job_id for d in documents}
+    assert len(documents) == 12 and len(job_ids) < 12
+    assert services.queue.depth() == len(job_ids)
+    run_jobs()
+    done = [predictions.get(services, None, d["id"]) for d in documents]
+    assert all(d["status"] == "succeeded" and d["attempts"] == 1 for d in done)
+    raw = services.redis.hgetall(f"{services.settings.redis_prefix}metrics:batch_size")
+    assert float(raw[b"count"]) == len(job_ids)  # one inference call per job
+    assert float(raw.get(b"le:1", 0)) < len(job_ids)  # some calls carried several images
+
+
+def test_a_reused_idempotency_key_inside_one_batch(services, registered_mlp, digit_pngs):
+    import threading
+
+    from conftest import PASSWORD
+    from server.services.accounts import create_user
+
+    user_id = create_user(services, "batch-idempotency@example.com", PASSWORD)["id"]
+    batching = dataclasses.replace(services, settings=services.settings.replace(batch_max_wait_ms=200))
+    batching.admission = type(services.admission)(batching.settings, services.sessions, services.queue)
+    results, barrier = [], threading.Barrier(4)
+
+    def one(key, digit):
+        barrier.wait()
+        results.append(predictions.submit(batching, user_id, predictions.Submission(
+            [digit_pngs[digit]], idempotency_key=key)))
+
+    args = [("same-key", 1), ("same-key", 1), ("other-a", 2), ("other-b", 3)]
+    threads = [threading.Thread(target=one, args=a) for a in args]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == 4
+    created = [doc for doc, was_created in results if was_created]
+    assert len(created) == 3  # the second "same-key" got the first one's prediction back
+    assert len({doc["id"] for doc, _ in results}) == 3

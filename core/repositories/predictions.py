@@ -29,12 +29,12 @@ class Claim:
     pngs: list[bytes]
 
 
-def add(session: Session, prediction: Prediction, pngs: Sequence[tuple[str, bytes]]) -> None:
-    """A new prediction with its preprocessed images (sha256 of the upload, 28x28 PNG)."""
-    session.add(prediction)
+def add(session: Session, items: Sequence[tuple[Prediction, Sequence[tuple[str, bytes]]]]) -> None:
+    """New predictions with their preprocessed images (sha256 of the upload, 28x28 PNG), in two flushes."""
+    session.add_all([prediction for prediction, _ in items])
     session.flush()
-    for idx, (sha, png) in enumerate(pngs):
-        session.add(PredictionImage(prediction_id=prediction.id, idx=idx, sha256=sha, preprocessed_png=png))
+    session.add_all([PredictionImage(prediction_id=prediction.id, idx=idx, sha256=sha, preprocessed_png=png)
+                     for prediction, pngs in items for idx, (sha, png) in enumerate(pngs)])
     session.flush()
 
 
@@ -87,25 +87,32 @@ def labelled_images(session: Session) -> list[tuple[bytes, int]]:
 # -- state transitions (compare-and-set) -----------------------------------------------------------
 
 
-def claim(session: Session, prediction_id: str, worker: str) -> Claim | None:
-    """queued -> running by `worker`, one more attempt; None when the prediction is not waiting to run."""
+def claim(session: Session, prediction_ids: Sequence[str], worker: str) -> list[Claim]:
+    """queued -> running by `worker`, one more attempt each; the ones not waiting to run are skipped."""
     now = utcnow()
-    changed = session.execute(
+    claimed = [pid for pid in prediction_ids if session.execute(
         update(Prediction)
-        .where(Prediction.id == prediction_id, Prediction.status == QUEUED)
+        .where(Prediction.id == pid, Prediction.status == QUEUED)
         .values(status=RUNNING, started_at=now, attempts=Prediction.attempts + 1, worker=worker[:128])
         .execution_options(synchronize_session=False)
-    ).rowcount
-    if changed != 1:
-        return None
-    row = session.get(Prediction, prediction_id, populate_existing=True)
-    row.queue_ms = round((now - row.created_at).total_seconds() * 1000, 3)
-    pngs = list(session.scalars(
-        select(PredictionImage.preprocessed_png)
-        .where(PredictionImage.prediction_id == prediction_id)
-        .order_by(PredictionImage.idx)
-    ))
-    return Claim(prediction_id, row.attempts, row.model_version_id, pngs)
+    ).rowcount == 1]
+    if not claimed:
+        return []
+    rows = {row.id: row for row in session.scalars(
+        select(Prediction).where(Prediction.id.in_(claimed)).execution_options(populate_existing=True))}
+    pngs: dict[str, list[bytes]] = {pid: [] for pid in claimed}
+    for pid, png in session.execute(
+        select(PredictionImage.prediction_id, PredictionImage.preprocessed_png)
+        .where(PredictionImage.prediction_id.in_(claimed))
+        .order_by(PredictionImage.prediction_id, PredictionImage.idx)
+    ):
+        pngs[pid].append(png)
+    claims = []
+    for pid in claimed:
+        row = rows[pid]
+        row.queue_ms = round((now - row.created_at).total_seconds() * 1000, 3)
+        claims.append(Claim(pid, row.attempts, row.model_version_id, pngs[pid]))
+    return claims
 
 
 def succeed(session: Session, claim_: Claim, probabilities, compute_ms: float) -> bool:
@@ -144,31 +151,33 @@ def fail(session: Session, prediction_id: str, message: str, attempt: int | None
     return changed == 1
 
 
-def release(session: Session, prediction_id: str, status: str, attempts: int) -> bool:
-    """Back to queued, only if it is still exactly as the caller saw it (status and attempt)."""
+def release(session: Session, prediction_id: str, status: str, attempts: int, job_id: str | None = None) -> bool:
+    """Back to queued (carried by `job_id`, if given), only if it is still exactly as the caller saw it."""
+    values = {"status": QUEUED} if job_id is None else {"status": QUEUED, "job_id": job_id}
     changed = session.execute(
         update(Prediction)
         .where(Prediction.id == prediction_id, Prediction.status == status, Prediction.attempts == attempts)
-        .values(status=QUEUED)
+        .values(**values)
         .execution_options(synchronize_session=False)
     ).rowcount
     return changed == 1
 
 
-def stale(session: Session, running_before: dt.datetime, queued_before: dt.datetime) -> list[tuple[str, str, int]]:
-    """(id, status, attempts) of predictions running since before one cutoff or queued since before the other."""
+def stale(session: Session, running_before: dt.datetime,
+          queued_before: dt.datetime) -> list[tuple[str, str, int, str | None]]:
+    """(id, status, attempts, job id) of predictions running since before one cutoff or queued since before the other."""
     return [tuple(row) for row in session.execute(
-        select(Prediction.id, Prediction.status, Prediction.attempts).where(
+        select(Prediction.id, Prediction.status, Prediction.attempts, Prediction.job_id).where(
             ((Prediction.status == RUNNING) & (Prediction.started_at < running_before))
             | ((Prediction.status == QUEUED) & (Prediction.created_at < queued_before))
         )
     )]
 
 
-def running(session: Session, started_before: dt.datetime) -> list[tuple[str, int, str | None]]:
-    """(id, attempts, worker) of predictions running since before the cutoff."""
+def running(session: Session, started_before: dt.datetime) -> list[tuple[str, int, str | None, str | None]]:
+    """(id, attempts, worker, job id) of predictions running since before the cutoff."""
     return [tuple(row) for row in session.execute(
-        select(Prediction.id, Prediction.attempts, Prediction.worker)
+        select(Prediction.id, Prediction.attempts, Prediction.worker, Prediction.job_id)
         .where(Prediction.status == RUNNING, Prediction.started_at < started_before)
     )]
 

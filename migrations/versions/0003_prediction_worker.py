@@ -1,4 +1,4 @@
-"""which worker runs a prediction, so the sweeper can tell a dead worker's job within seconds
+"""which job carries a prediction and which worker runs it: the sweeper's view of batches and dead workers
 
 Revision ID: 0003
 Revises: 0002
@@ -14,9 +14,11 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("predictions") as batch:
+        batch.add_column(sa.Column("job_id", sa.String(32), nullable=True))
         batch.add_column(sa.Column("worker", sa.String(128), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("predictions") as batch:
         batch.drop_column("worker")
+        batch.drop_column("job_id")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-PredictionHandler = Callable[[str], str]
+PredictionHandler = Callable[[list[str]], object]
 
 _handler: PredictionHandler | None = None
 
@@ -17,7 +17,13 @@ def install(handler: PredictionHandler | None) -> None:
     _handler = handler
 
 
-def run_prediction(prediction_id: str) -> str:
+def run_predictions(prediction_ids: list[str]):
+    """Run the predictions admitted together in one job."""
     if _handler is None:
         raise RuntimeError("no prediction handler installed: jobs run inside `digitserve worker`")
-    return _handler(prediction_id)
+    return _handler(list(prediction_ids))
+
+
+def run_prediction(prediction_id: str):
+    """Jobs queued before predictions were batched carry one id."""
+    return run_predictions([prediction_id])

@@ -2,10 +2,10 @@
 
 Everything else asks this seam to enqueue a prediction, tell the depth, say
 whether a prediction's job still waits, count live workers, send and wait
-for result notices, and run a worker loop. Jobs are RQ jobs with the JSON
-serializer whose id is the prediction id; their function is
-`server.queue.jobs.run_prediction`, which hands the id to the handler the
-worker process installed.
+for result notices, and run a worker loop. A job is an RQ job (JSON
+serializer) carrying the ids of one or more predictions admitted together;
+its function, `server.queue.jobs.run_predictions`, hands them to the
+handler the worker process installed.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from rq.serializers import JSONSerializer
 
 from core.settings import Settings
 
-JOB_FUNCTION = "server.queue.jobs.run_prediction"
+JOB_FUNCTION = "server.queue.jobs.run_predictions"
 log = logging.getLogger("digitserve.queue")
 
 
@@ -40,41 +40,45 @@ class TaskQueue:
     def depth(self) -> int:
         return self.rq.count
 
-    def enqueue_prediction(self, prediction_id: str) -> None:
+    def enqueue(self, job_id: str, prediction_ids: list[str]) -> None:
+        """One job for predictions admitted together (a batch of one is fine)."""
         settings = self.settings
         self.rq.enqueue_call(
             JOB_FUNCTION,
-            args=(prediction_id,),
-            job_id=prediction_id,
+            args=(list(prediction_ids),),
+            job_id=job_id,
             timeout=settings.job_timeout,
             result_ttl=settings.result_ttl,
             failure_ttl=24 * 3600,
             retry=Retry(max=settings.job_retries) if settings.job_retries else None,
         )
 
-    def requeue_lost(self, prediction_id: str) -> None:
-        """Enqueue again a job whose worker was lost.
+    def requeue_lost(self, prediction_id: str, lost_job_id: str | None) -> None:
+        """Enqueue a lost prediction again, alone, under its own id.
 
-        A dead worker may have left the id in RQ's intermediate list; RQ's own
-        cleanup of it, minutes later, would fail the job queued here.
+        A dead worker may have left the lost job in RQ's intermediate list; RQ's own
+        cleanup of it, minutes later, would fail that job while we re-run its work.
         """
-        self.connection.lrem(self.rq.intermediate_queue.key, 0, prediction_id)
-        self.enqueue_prediction(prediction_id)
+        if lost_job_id:
+            self.connection.lrem(self.rq.intermediate_queue.key, 0, lost_job_id)
+        self.enqueue(prediction_id, [prediction_id])
 
-    def is_pending(self, prediction_id: str) -> bool:
-        """Whether the prediction's job still waits to be picked up.
+    def is_pending(self, job_id: str | None) -> bool:
+        """Whether a job still waits to be picked up.
 
         A status of `queued` alone is not enough: a worker moves the job id off the
         queue before it marks the job started, so a worker killed in between leaves a
         `queued` job that is in no queue at all.
         """
+        if not job_id:
+            return False
         try:
-            job = Job.fetch(prediction_id, connection=self.connection, serializer=JSONSerializer)
+            job = Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
         except NoSuchJobError:
             return False
         status = job.get_status(refresh=False)
         if status == JobStatus.QUEUED:
-            return self.rq.get_job_position(prediction_id) is not None
+            return self.rq.get_job_position(job_id) is not None
         return status in (JobStatus.DEFERRED, JobStatus.SCHEDULED)
 
     # -- worker heartbeats ----------------------------------------------------------------------

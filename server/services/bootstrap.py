@@ -12,6 +12,7 @@ from core.settings import Settings
 from models.registry import ModelRegistry
 from models.store import ModelStore
 from server.queue import TaskQueue
+from server.services.admission import Admission
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Services:
     sessions: sessionmaker[Session]
     redis: redis.Redis
     queue: TaskQueue
+    admission: Admission
     store: ModelStore
     registry: ModelRegistry
 
@@ -47,12 +49,14 @@ def build(settings: Settings) -> Services:
     blocking = redis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=2, socket_timeout=settings.max_wait + 5, health_check_interval=30)
     store = ModelStore(sessions, settings.model_cache_dir)
+    tasks = TaskQueue(settings, connection, blocking)
     return Services(
         settings=settings,
         engine=engine,
         sessions=sessions,
         redis=connection,
-        queue=TaskQueue(settings, connection, blocking),
+        queue=tasks,
+        admission=Admission(settings, sessions, tasks),
         store=store,
         registry=ModelRegistry(sessions, store),
     )

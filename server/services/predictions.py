@@ -88,7 +88,8 @@ def _preprocess(images: list[bytes], max_pixels: int) -> list[tuple[str, bytes]]
 
 
 def submit(services: Services, user_id: int | None, submission: Submission) -> tuple[dict, bool]:
-    """Validate and preprocess, write the row, enqueue; returns (prediction document, created?).
+    """Validate and preprocess, write the row and enqueue (with whatever arrived at the same
+    time: see `admission`); returns (prediction document, created?).
 
     If enqueuing fails the row stays `queued` and the sweeper enqueues it later.
     """
@@ -112,26 +113,21 @@ def submit(services: Services, user_id: int | None, submission: Submission) -> t
     if depth >= settings.queue_max_length:
         raise Unavailable(f"the queue is full ({depth} jobs waiting); try again shortly")
 
-    prediction_id = uuid.uuid4().hex
+    prediction = Prediction(
+        id=uuid.uuid4().hex, user_id=user_id, model_version_id=model.id, model_name=model.name,
+        model_version=model.version, status=repo.QUEUED, source=submission.source,
+        n_images=len(processed), idempotency_key=submission.idempotency_key,
+        request_sha256=request_sha, attempts=0, created_at=utcnow(),
+    )
     try:
-        with unit_of_work(services.sessions) as session:
-            repo.add(session, Prediction(
-                id=prediction_id, user_id=user_id, model_version_id=model.id, model_name=model.name,
-                model_version=model.version, status=repo.QUEUED, source=submission.source,
-                n_images=len(processed), idempotency_key=submission.idempotency_key,
-                request_sha256=request_sha, attempts=0, created_at=utcnow(),
-            ), processed)
+        services.admission.admit(prediction, processed)
     except IntegrityError:
         # a concurrent request with the same Idempotency-Key won the race
         earlier = _idempotent_replay(services, user_id, submission.idempotency_key, request_sha)
         if earlier is None:
             raise
         return earlier, False
-
-    try:
-        services.queue.enqueue_prediction(prediction_id)
-    except redis.RedisError as exc:
-        log.warning("prediction %s stays queued for the sweeper: enqueue failed: %s", prediction_id, exc)
+    prediction_id = prediction.id
     if submission.wait > 0:
         services.queue.wait(prediction_id, submission.wait)
     return get(services, user_id, prediction_id), True
@@ -261,51 +257,73 @@ class Runner:
         except redis.RedisError as exc:
             log.warning("prediction %s: could not send the result notice: %s", prediction_id, exc)
 
-    def _record(self, outcome: str, seconds: float | None = None, batch: int | None = None) -> None:
+    def _record(self, outcome: str, seconds: float | None = None, images: int | None = None,
+                count: int = 1) -> None:
         try:
-            self.stats.record(outcome, seconds, batch)
+            self.stats.record(outcome, seconds, images, count)
         except redis.RedisError:
             pass
 
-    def run(self, prediction_id: str) -> str:
-        """Run one prediction if it waits to run; a finished one is only notified again."""
+    def run(self, prediction_ids: list[str]) -> dict[str, str]:
+        """Run the predictions of one job that wait to run; finished ones are only notified again.
+
+        One transaction claims them, one network call per model version computes them and
+        one transaction stores the results; each prediction still succeeds or fails alone.
+        """
         services = self.services
         with unit_of_work(services.sessions) as session:
-            claim = repo.claim(session, prediction_id, self.name)
-            row = None if claim else repo.get(session, prediction_id)
-        if claim is None:
-            if row is None:
-                log.warning("prediction %s no longer exists; dropping its job", prediction_id)
-                return "missing"
-            if row.status in FINISHED:  # delivered again after it finished: the result stands
-                self._tell(prediction_id, row.status)
-            return row.status
+            claims = repo.claim(session, prediction_ids, self.name)
+            claimed = {c.prediction_id for c in claims}
+            others = {pid: row.status for pid in prediction_ids if pid not in claimed
+                      for row in [repo.get(session, pid)] if row is not None}
+        outcome = dict(others)
+        for pid, status in others.items():
+            if status in FINISHED:  # delivered again after it finished: the result stands
+                self._tell(pid, status)
+        by_version: dict[int, list[repo.Claim]] = {}
+        for claim in claims:
+            by_version.setdefault(claim.model_version_id, []).append(claim)
+        for version_id, group in by_version.items():
+            outcome.update(self._run_group(version_id, group))
+        return outcome
+
+    def _run_group(self, version_id: int, claims: list[repo.Claim]) -> dict[str, str]:
+        services = self.services
         try:
-            model = self.models.get(services.registry.get_by_id(claim.model_version_id))
-            images = scale(np.stack([from_png(png) for png in claim.pngs]))
+            model = self.models.get(services.registry.get_by_id(version_id))
+            images = [scale(np.stack([from_png(png) for png in c.pngs])) for c in claims]
             started = time.perf_counter()
-            probabilities = model.probabilities(images)
+            probabilities = model.probabilities(np.concatenate(images))
             compute = time.perf_counter() - started
+            done: dict[str, str] = {}
             with unit_of_work(services.sessions) as session:
-                done = repo.succeed(session, claim, probabilities, compute * 1000)
-            if not done:
-                return "superseded"
-            self._record("succeeded", compute, len(images))
-            self._tell(prediction_id, repo.SUCCEEDED)
-            return repo.SUCCEEDED
+                offset = 0
+                for claim, batch in zip(claims, images):
+                    rows = probabilities[offset:offset + len(batch)]
+                    offset += len(batch)
+                    done[claim.prediction_id] = (repo.SUCCEEDED if repo.succeed(session, claim, rows, compute * 1000)
+                                                 else "superseded")
+            self._record("succeeded", compute, len(probabilities), sum(s == repo.SUCCEEDED for s in done.values()))
+            for pid, status in done.items():
+                if status == repo.SUCCEEDED:
+                    self._tell(pid, status)
+            return done
         except TRANSIENT as exc:
-            if claim.attempt < services.settings.job_retries + 1:
-                log.warning("prediction %s: transient error, will retry: %s", prediction_id, exc)
+            if min(c.attempt for c in claims) < services.settings.job_retries + 1:
+                log.warning("%d predictions: transient error, will retry: %s", len(claims), exc)
                 try:
                     with unit_of_work(services.sessions) as session:
-                        repo.release(session, prediction_id, repo.RUNNING, claim.attempt)
+                        for claim in claims:
+                            repo.release(session, claim.prediction_id, repo.RUNNING, claim.attempt)
                 except TRANSIENT:
-                    pass  # the sweeper re-queues it once the attempt is stale
+                    pass  # the sweeper re-queues them once their attempt is stale
                 raise  # the queue runs the job again
-            return self.fail(prediction_id, f"gave up after {claim.attempt} attempts: {exc}", claim.attempt)
+            return {c.prediction_id: self.fail(c.prediction_id, f"gave up after {c.attempt} attempts: {exc}",
+                                               c.attempt) for c in claims}
         except Exception as exc:  # a bad model file, a broken image: retrying cannot help
-            log.exception("prediction %s failed", prediction_id)
-            return self.fail(prediction_id, f"{type(exc).__name__}: {exc}", claim.attempt)
+            log.exception("%d predictions failed", len(claims))
+            return {c.prediction_id: self.fail(c.prediction_id, f"{type(exc).__name__}: {exc}", c.attempt)
+                    for c in claims}
 
     def fail(self, prediction_id: str, message: str, attempt: int | None = None) -> str:
         with unit_of_work(self.services.sessions) as session:
@@ -341,20 +359,24 @@ def sweep(services: Services) -> dict[str, int]:
         return counts
     try:
         with unit_of_work(services.sessions) as session:
-            stale = {pid: (status, attempts) for pid, status, attempts in
+            stale = {pid: (status, attempts, job_id) for pid, status, attempts, job_id in
                      repo.stale(session, running_cutoff, queued_cutoff)}
             running = repo.running(session, beat_cutoff)
-        for prediction_id, attempts, worker in running:
+        for prediction_id, attempts, worker, job_id in running:
             if not (worker and services.queue.worker_alive(worker)):
-                stale[prediction_id] = (repo.RUNNING, attempts)
-        for prediction_id, (status, attempts) in stale.items():
-            if status == repo.QUEUED and services.queue.is_pending(prediction_id):
-                continue
+                stale[prediction_id] = (repo.RUNNING, attempts, job_id)
+        pending: dict[str, bool] = {}
+        for prediction_id, (status, attempts, job_id) in stale.items():
+            if status == repo.QUEUED:
+                if job_id not in pending:
+                    pending[job_id] = services.queue.is_pending(job_id)
+                if pending[job_id]:
+                    continue
             if attempts < settings.job_retries + 1:
                 with unit_of_work(services.sessions) as session:
-                    released = repo.release(session, prediction_id, status, attempts)
+                    released = repo.release(session, prediction_id, status, attempts, job_id=prediction_id)
                 if released:
-                    services.queue.requeue_lost(prediction_id)
+                    services.queue.requeue_lost(prediction_id, job_id)
                     counts["requeued"] += 1
             else:
                 with unit_of_work(services.sessions) as session:

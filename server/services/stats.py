@@ -35,7 +35,7 @@ class RedisHistogram:
 
 
 class WorkerStats:
-    """What workers record per job; the web app reads the same keys."""
+    """What workers record per inference call; the web app reads the same keys."""
 
     def __init__(self, client: redis.Redis, prefix: str):
         self.client = client
@@ -43,9 +43,11 @@ class WorkerStats:
         self.inference = RedisHistogram(f"{prefix}metrics:inference_seconds", INFERENCE_BUCKETS)
         self.batch = RedisHistogram(f"{prefix}metrics:batch_size", BATCH_BUCKETS)
 
-    def record(self, outcome: str, inference_seconds: float | None = None, batch_size: int | None = None) -> None:
+    def record(self, outcome: str, inference_seconds: float | None = None, batch_size: int | None = None,
+               predictions: int = 1) -> None:
+        """`predictions` ended with `outcome`; one network call of `batch_size` images took `inference_seconds`."""
         pipe = self.client.pipeline()
-        pipe.hincrby(self.jobs_key, outcome, 1)
+        pipe.hincrby(self.jobs_key, outcome, predictions)
         if inference_seconds is not None:
             self.inference.observe(pipe, inference_seconds)
         if batch_size is not None:

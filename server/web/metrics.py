@@ -19,14 +19,14 @@ class QueueCollector:
             depth = GaugeMetricFamily("digitserve_queue_depth", "Prediction jobs waiting in the queue")
             depth.add_metric([], self.services.queue.depth())
             yield depth
-            jobs = CounterMetricFamily("digitserve_jobs", "Prediction jobs by outcome", labels=["outcome"])
+            jobs = CounterMetricFamily("digitserve_jobs", "Predictions run by outcome", labels=["outcome"])
             for outcome, count in sorted(self.services.redis.hgetall(self.stats.jobs_key).items()):
                 jobs.add_metric([outcome.decode()], float(count))
             yield jobs
             yield self.stats.inference.family(
-                self.services.redis, "digitserve_inference_seconds", "Network compute time per job")
+                self.services.redis, "digitserve_inference_seconds", "Network compute time per inference call (a batch)")
             yield self.stats.batch.family(
-                self.services.redis, "digitserve_batch_size", "Images per inference call")
+                self.services.redis, "digitserve_batch_size", "Images per inference call: the batch-size distribution")
         except redis.RedisError:
             return
 
