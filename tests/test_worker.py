@@ -204,3 +204,15 @@ def test_a_reused_idempotency_key_inside_one_batch(services, registered_mlp, dig
     created = [doc for doc, was_created in results if was_created]
     assert len(created) == 3  # the second "same-key" got the first one's prediction back
     assert len({doc["id"] for doc, _ in results}) == 3
+
+
+def test_get_with_wait_long_polls_on_the_result_notice(account, registered_mlp, digit_pngs, start_worker, services):
+    res = account.app.post("/api/v1/predictions", upload_files=[("image", "a.png", digit_pngs[3])],
+                           headers=account.headers)
+    assert res.status_int == 202 and res.json["status"] == "queued"
+    assert account.app.get(f"/api/v1/predictions/{res.json['id']}?wait=0.2").json["status"] == "queued"
+    start_worker()
+    done = account.app.get(f"/api/v1/predictions/{res.json['id']}?wait=30").json
+    assert done["status"] == "succeeded" and done["results"][0]["digit"] == 3
+    bad = account.app.get(f"/api/v1/predictions/{res.json['id']}?wait=31", expect_errors=True)
+    assert bad.status_int == 400

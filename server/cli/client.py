@@ -94,22 +94,21 @@ class Client:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return self.request("POST", "/api/v1/predictions", body=body, content_type=content_type, headers=headers)
 
-    def prediction(self, prediction_id: str, include_preprocessed: bool = False) -> dict:
-        query = {"include": "preprocessed"} if include_preprocessed else None
+    def prediction(self, prediction_id: str, include_preprocessed: bool = False, wait: float = 0) -> dict:
+        """One prediction; with `wait` the server holds the request until it finishes (at most `wait` s)."""
+        query = {"include": "preprocessed" if include_preprocessed else None, "wait": wait or None}
         return self.request("GET", f"/api/v1/predictions/{prediction_id}", query)
 
     def predict(self, images: Iterable[bytes | str | Path], model: str | None = None, wait: float = 5,
                 timeout: float = 60.0) -> dict:
-        """Submit and return the finished prediction (waiting server-side, then polling)."""
+        """Submit and return the finished prediction (waiting server-side, then long-polling)."""
         document = self.submit(images, model=model, wait=wait)
         deadline = time.monotonic() + timeout
-        delay = 0.1
         while document["status"] not in ("succeeded", "failed"):
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise TimeoutError(f"prediction {document['id']} not finished after {timeout:g} s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
-            document = self.prediction(document["id"])
+            document = self.prediction(document["id"], wait=min(left, 10))
         return document
 
     def history(self, limit: int = 20, cursor: str | None = None) -> dict:

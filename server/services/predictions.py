@@ -181,10 +181,18 @@ def serialize(row: Prediction, images: list[PredictionImage], include_preprocess
     }
 
 
-def get(services: Services, user_id: int | None, prediction_id: str, include_preprocessed: bool = False) -> dict:
+def get(services: Services, user_id: int | None, prediction_id: str, include_preprocessed: bool = False,
+        wait: float = 0.0) -> dict:
+    """The caller's prediction; with `wait`, held until it finishes or the time is up (a long poll
+    on the result notice, no polling of the database)."""
     with unit_of_work(services.sessions) as session:
         row = _owned(session, user_id, prediction_id)
-        return serialize(row, repo.images_of(session, [row.id])[row.id], include_preprocessed)
+        document = serialize(row, repo.images_of(session, [row.id])[row.id], include_preprocessed)
+    if wait <= 0 or document["status"] in FINISHED:
+        return document
+    if services.queue.wait(prediction_id, wait) is None:
+        return document
+    return get(services, user_id, prediction_id, include_preprocessed)
 
 
 def _encode_cursor(row: Prediction) -> str:

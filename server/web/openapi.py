@@ -125,8 +125,9 @@ OPERATIONS: dict[tuple[str, str], dict] = {
             **_errors(400, 401)},
     },
     ("GET", "/api/v1/predictions/{prediction_id}"): {
-        "summary": "One prediction (owner only)",
-        "parameters": [{"name": "include", "in": "query", "schema": {"enum": ["preprocessed"]}}],
+        "summary": "One prediction (owner only); with `wait`, held until it finishes (a long poll)",
+        "parameters": [{"name": "include", "in": "query", "schema": {"enum": ["preprocessed"]}},
+                       {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 30}}],
         "responses": {"200": {"description": "the prediction", "content": _json(PREDICTION)}, **_errors(401, 404)},
     },
     ("POST", "/api/v1/predictions/{prediction_id}/feedback"): {

@@ -53,8 +53,9 @@ def register(router: Router, services: Services) -> None:
         return json_response(document, 202 if created else 200, {"Location": location})
 
     def get_prediction(req: Request, prediction_id: str):
-        include = req.query.get("include", "")
-        return predictions.get(services, req.principal.user_id, prediction_id, "preprocessed" in include.split(","))
+        include = "preprocessed" in req.query.get("include", "").split(",")
+        wait = predictions.parse_wait(req.query.get("wait"), settings.max_wait)
+        return predictions.get(services, req.principal.user_id, prediction_id, include, wait=wait)
 
     def list_predictions(req: Request):
         return predictions.history(services, req.principal.user_id, req.query.get("limit"), req.query.get("cursor"))
