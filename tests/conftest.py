@@ -378,7 +378,8 @@ def _live_server(url, tmp_path_factory, tiny_mlp_file):
     settings = make_settings(url, prefix, base, port=free_port())
     services = build(settings)
     services.registry.register("mlp", "mlp", tiny_mlp_file, activate=True)
-    web = Subcommand(["serve"], process_env(settings), base / "web.log")
+    # bearer keys on: v2 tooling such as tritonclient cannot sign requests
+    web = Subcommand(["serve"], process_env(settings, ALLOW_BEARER_KEYS=1), base / "web.log")
     worker = Subcommand(["worker"], process_env(settings), base / "worker.log")
     live = LiveServer(f"http://127.0.0.1:{settings.port}", settings, services, web, worker)
 

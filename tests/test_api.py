@@ -2,6 +2,7 @@
 import base64
 import dataclasses
 import json
+import re
 import time
 
 import numpy as np
@@ -305,3 +306,46 @@ def test_retention_deletes_old_finished_predictions_but_keeps_corrections(accoun
         assert session.scalar(sa.select(sa.func.count()).where(PredictionImage.prediction_id == old)) == 0
         assert session.get(Prediction, corrected) is not None and session.get(Prediction, recent) is not None
     assert account.app.get(f"/api/v1/predictions/{old}", expect_errors=True).status_int == 404
+
+
+def test_concurrent_v2_requests_share_one_network_call(services, registered_mlp, make_user, digit_pngs, mnist):
+    """Each caller gets its own rows back from a batched call."""
+    import threading
+
+    from webtest import TestApp
+
+    from server.web.app import create_app
+
+    settings = services.settings.replace(batch_max_wait_ms=300, allow_bearer_keys=True, metrics="open")
+    app = TestApp(create_app(settings, dataclasses.replace(services, settings=settings)))
+    key_id, secret = login(app, make_user()).create_key()
+    auth = {"Authorization": f"Bearer {key_id}.{secret}"}
+    images = {int(label): image for image, label in zip(mnist.x_test[:200], mnist.y_test[:200])}
+    def body(digit):
+        return {"inputs": [{"name": "images", "shape": [2, 28, 28], "datatype": "UINT8",
+                            "data": np.stack([images[digit]] * 2).reshape(-1).tolist()}]}
+
+    def calls():
+        text = app.get("/metrics").text
+        return float(re.search(r"^digitserve_v2_batch_size_count (\S+)$", text, re.M).group(1))
+
+    alone = {d: np.array(app.post_json("/v2/models/mlp/infer", body(d), headers=auth).json["outputs"][0]["data"])
+             for d in range(6)}  # one by one: the reference answers
+    before = calls()
+    answers, barrier = {}, threading.Barrier(6)
+
+    def ask(digit):
+        caller = TestApp(app.app)
+        barrier.wait()
+        answers[digit] = caller.post_json("/v2/models/mlp/infer", body(digit), headers=auth).json
+
+    threads = [threading.Thread(target=ask, args=(d,)) for d in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(answers) == 6
+    for digit, answer in answers.items():  # each caller got its own two rows back
+        assert answer["outputs"][0]["shape"] == [2, 10]
+        np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]), alone[digit], atol=1e-5)
+    assert calls() - before < 6  # fewer network calls than requests

@@ -172,3 +172,26 @@ def test_the_readme_curl_example_works(live_server, api_key, mnist, tmp_path):
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert document["status"] == "succeeded" and document["results"][0]["digit"] == 4
+
+
+def test_tritonclient_with_its_defaults(live_server, api_key, mnist):
+    """The Triton HTTP client, as its users write it: binary tensors in, binary or JSON out."""
+    import tritonclient.http as triton
+
+    digits = one_per_digit(mnist)
+    client = triton.InferenceServerClient(live_server.url.removeprefix("http://"))
+    headers = {"Authorization": f"Bearer {api_key[0]}.{api_key[1]}"}
+    assert client.is_server_live() and client.is_model_ready("mlp", headers=headers)
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+    batch = np.stack([digits[d] for d in range(10)]).astype(np.float32) / 255.0
+    images = triton.InferInput("images", list(batch.shape), "FP32")
+    images.set_data_from_numpy(batch)  # binary by default
+    binary = client.infer("mlp", [images], headers=headers).as_numpy("probabilities")
+    assert binary.shape == (10, 10) and sum(binary.argmax(1) == np.arange(10)) >= 8  # a tiny MLP
+    wanted = triton.InferRequestedOutput("probabilities", binary_data=False)
+    as_json = client.infer("mlp", [images], outputs=[wanted], headers=headers).as_numpy("probabilities")
+    np.testing.assert_allclose(as_json, binary, atol=1e-6)
+    uint8 = triton.InferInput("images", [3, 784], "UINT8")
+    uint8.set_data_from_numpy(np.stack([digits[d] for d in (4, 5, 6)]).reshape(3, 784).astype(np.uint8))
+    answer = client.infer("mlp", [uint8], outputs=[triton.InferRequestedOutput("probabilities")], headers=headers)
+    np.testing.assert_allclose(answer.as_numpy("probabilities"), binary[[4, 5, 6]], atol=1e-5)

@@ -37,7 +37,7 @@ class App:
         self.metrics = WebMetrics(services)
         self.router = Router()
         v1.register(self.router, services)
-        self.v2_models = v2.register(self.router, services, VERSION)
+        self.v2_models = v2.register(self.router, services, VERSION, self.metrics)
         ops.register(self.router, services, self.metrics, VERSION)
 
     def handle(self, req: Request) -> Response:

@@ -6,7 +6,7 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from server.services.stats import WorkerStats
+from server.services.stats import BATCH_BUCKETS, WorkerStats
 
 
 class QueueCollector:
@@ -40,6 +40,9 @@ class WebMetrics:
         self.latency = Histogram(
             "digitserve_http_request_duration_seconds", "HTTP request latency by route",
             ["route"], registry=self.registry)
+        self.v2_batch = Histogram(
+            "digitserve_v2_batch_size", "Images per v2 inference call (concurrent requests batched together)",
+            registry=self.registry, buckets=BATCH_BUCKETS)
         self.registry.register(QueueCollector(services))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:

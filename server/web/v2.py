@@ -1,14 +1,26 @@
-"""Open Inference Protocol v2 (KServe / Triton / MLServer REST), synchronous, in the web process."""
+"""Open Inference Protocol v2 (KServe / Triton / MLServer REST), synchronous, in the web process.
+
+Concurrent requests for the same model version are batched into one network
+call (adaptive: what is waiting, up to MAX_BATCH images). The binary tensor
+data extension is spoken both ways (`Inference-Header-Content-Length`), so
+tritonclient works with its defaults and large batches skip JSON.
+"""
 from __future__ import annotations
 
+import json
+import queue
 import threading
+import time
 
 import numpy as np
 
 from core.errors import InvalidInput
 from models.registry import ModelNotFound, VersionInfo
 from server.services.bootstrap import Services
-from server.web.http import Request, Router, json_response
+from server.web.http import Request, Response, Router, json_response
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+DTYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
 
 INPUT_SHAPES = ([-1, 28, 28], [-1, 28, 28, 1], [-1, 784])
 MAX_BATCH = 256
@@ -42,9 +54,98 @@ def _version(services: Services, name: str, version: str | None) -> VersionInfo:
     return services.registry.get(name, int(version))
 
 
-def _images(request_input: dict) -> np.ndarray:
+class InferenceBatcher:
+    """Runs concurrent inference calls for one model version as one network call."""
+
+    def __init__(self, models: LazyModels, max_wait: float, observe=lambda size: None):
+        self.models, self.max_wait, self.observe = models, max_wait, observe
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def probabilities(self, info: VersionInfo, images: np.ndarray) -> np.ndarray:
+        slot = {"done": threading.Event(), "info": info, "images": images, "result": None, "error": None}
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="v2-batcher", daemon=True)
+                self._thread.start()
+        self._inbox.put(slot)
+        slot["done"].wait()
+        if slot["error"] is not None:
+            raise slot["error"]
+        return slot["result"]
+
+    def _gather(self) -> list[dict]:
+        batch = [self._inbox.get()]
+        size, deadline = len(batch[0]["images"]), time.monotonic() + self.max_wait
+        while size < MAX_BATCH:
+            remaining = deadline - time.monotonic()
+            try:
+                slot = self._inbox.get(timeout=remaining) if remaining > 0 else self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            batch.append(slot)
+            size += len(slot["images"])
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._gather()
+            by_version: dict[int, list[dict]] = {}
+            for slot in batch:
+                by_version.setdefault(slot["info"].id, []).append(slot)
+            for slots in by_version.values():
+                try:
+                    model = self.models.cache.get(slots[0]["info"])
+                    images = np.concatenate([slot["images"] for slot in slots])
+                    out = model.probabilities(images)
+                    self.observe(len(images))
+                    offset = 0
+                    for slot in slots:
+                        slot["result"] = out[offset:offset + len(slot["images"])]
+                        offset += len(slot["images"])
+                except Exception as exc:  # handed to each caller, which answers for it
+                    for slot in slots:
+                        slot["error"] = exc
+                for slot in slots:
+                    slot["done"].set()
+
+
+def _split_body(req: Request) -> tuple[dict, bytes]:
+    """The JSON inference request and, with the binary extension, the bytes after it."""
+    raw_length = req.headers.get(HEADER_LENGTH)
+    if raw_length is None:
+        payload, binary = req.json(), b""
+    else:
+        if not raw_length.isdigit() or int(raw_length) > len(req.body):
+            raise InvalidInput(f"{HEADER_LENGTH} must be the length of the JSON part of the body")
+        length = int(raw_length)
+        header = Request(req.method, req.path, "", {}, req.body[:length])
+        payload, binary = header.json(), req.body[length:]
+    if not isinstance(payload, dict):
+        raise InvalidInput("send a JSON object with `inputs`")
+    return payload, binary
+
+
+def _tensor_values(request_input: dict, binary: bytes) -> tuple[np.ndarray, bytes]:
+    """The input's values (from JSON `data` or from its binary part) and the binary left after it."""
+    datatype = request_input.get("datatype")
+    size = (request_input.get("parameters") or {}).get("binary_data_size")
+    if size is None:
+        try:
+            return np.asarray(request_input.get("data"), dtype=np.float64), binary
+        except (TypeError, ValueError):
+            raise InvalidInput("input data must be numbers") from None
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= len(binary):
+        raise InvalidInput("binary_data_size must be the number of bytes of the input after the JSON")
+    if datatype not in DTYPES or size % DTYPES[datatype].itemsize:
+        raise InvalidInput("binary data must be FP32 or UINT8, a whole number of elements")
+    return np.frombuffer(binary[:size], DTYPES[datatype]).astype(np.float64), binary[size:]
+
+
+def _images(request_input: dict, values: np.ndarray) -> np.ndarray:
     """One tensor, [N,28,28], [N,28,28,1] or [N,784]; FP32 in 0..1 or UINT8 in 0..255."""
-    shape, datatype, data = request_input.get("shape"), request_input.get("datatype"), request_input.get("data")
+    shape, datatype, array = request_input.get("shape"), request_input.get("datatype"), values
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise InvalidInput("input shape must be a list of non-negative integers")
     if len(shape) not in (2, 3, 4) or shape[1:] not in ([28, 28], [28, 28, 1], [784]):
@@ -53,10 +154,6 @@ def _images(request_input: dict) -> np.ndarray:
         raise InvalidInput(f"batch size must be between 1 and {MAX_BATCH}")
     if datatype not in ("FP32", "UINT8"):
         raise InvalidInput("datatype must be FP32 (0..1) or UINT8 (0..255)")
-    try:
-        array = np.asarray(data, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidInput("input data must be numbers") from None
     if array.size != int(np.prod(shape)):
         raise InvalidInput(f"input data has {array.size} values; shape {shape} needs {int(np.prod(shape))}")
     if not np.isfinite(array).all():
@@ -70,11 +167,20 @@ def _images(request_input: dict) -> np.ndarray:
     return array.reshape(shape[0], 28, 28).astype(np.float32)
 
 
-def register(router: Router, services: Services, version_string: str) -> LazyModels:
+def _binary_output_wanted(payload: dict) -> bool:
+    if (payload.get("parameters") or {}).get("binary_data_output") is True:
+        return True
+    outputs = payload.get("outputs")
+    return isinstance(outputs, list) and any(
+        isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data") is True for o in outputs)
+
+
+def register(router: Router, services: Services, version_string: str, metrics) -> LazyModels:
     models = LazyModels(services)
+    batcher = InferenceBatcher(models, services.settings.batch_max_wait_ms / 1000, metrics.v2_batch.observe)
 
     def server_metadata(req: Request):
-        return {"name": "digitserve", "version": version_string, "extensions": []}
+        return {"name": "digitserve", "version": version_string, "extensions": ["binary_tensor_data"]}
 
     def live(req: Request):
         return {"live": True}
@@ -103,25 +209,23 @@ def register(router: Router, services: Services, version_string: str) -> LazyMod
 
     def infer(req: Request, name: str, version: str | None = None):
         info = _version(services, name, version)
-        payload = req.json()
-        inputs = payload.get("inputs") if isinstance(payload, dict) else None
+        payload, binary = _split_body(req)
+        inputs = payload.get("inputs")
         if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
             raise InvalidInput("send exactly one input tensor in `inputs`")
-        images = _images(inputs[0])
-        probabilities = models.cache.get(info).probabilities(images)
-        response = {
-            "model_name": info.name,
-            "model_version": str(info.version),
-            "outputs": [{
-                "name": "probabilities",
-                "datatype": "FP32",
-                "shape": list(probabilities.shape),
-                "data": [round(float(p), 7) for p in probabilities.reshape(-1)],
-            }],
-        }
+        values, _ = _tensor_values(inputs[0], binary)
+        probabilities = batcher.probabilities(info, _images(inputs[0], values)).astype("<f4")
+        output = {"name": "probabilities", "datatype": "FP32", "shape": list(probabilities.shape)}
+        response = {"model_name": info.name, "model_version": str(info.version), "outputs": [output]}
         if isinstance(payload.get("id"), str):
             response["id"] = payload["id"]
-        return response
+        if not _binary_output_wanted(payload):
+            output["data"] = [round(float(p), 7) for p in probabilities.reshape(-1)]
+            return response
+        data = probabilities.tobytes()
+        output["parameters"] = {"binary_data_size": len(data)}
+        header = json.dumps(response, separators=(",", ":")).encode()
+        return Response(200, header + data, "application/octet-stream", {HEADER_LENGTH: str(len(header))})
 
     router.add("GET", "/v2", server_metadata, errors="v2")
     router.add("GET", "/v2/health/live", live, errors="v2")
