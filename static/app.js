@@ -495,7 +495,7 @@
         state.files.push({ file, url: URL.createObjectURL(file) });
       }
     }
-    showInline("#files-error", skipped.join(" "));
+    showInline("#files-error", skipped.join("\n"));
     renderFiles();
   }
 
@@ -1391,11 +1391,16 @@
       which.textContent = `Image ${index + 1} of ${count}`;
       body.append(which);
     }
-    body.append(feedbackControl(p.id, index, r.digit, {
-      current: typeof r.feedback_label === "number" ? r.feedback_label : null,
-      onSaved: setFix,
-      toggleText: "Correct",
-    }));
+    const corrected = typeof r.feedback_label === "number";
+    const control = feedbackControl(p.id, index, r.digit, {
+      current: corrected ? r.feedback_label : null,
+      onSaved: (label) => {
+        setFix(label);
+        control.querySelector(".feedback-toggle").textContent = "Change correction";
+      },
+      toggleText: corrected ? "Change correction" : "Correct",
+    });
+    body.append(control);
     row.append(img, body);
     return row;
   }
@@ -1513,11 +1518,12 @@
       `digitserve predict seven.png --model ${shellQuote(defaultModelName())} --wait 5`,
     ].join("\n");
     $("#snippet-curl").textContent = [
-      "# after the exports above, with ds_post from README.md (Signing API requests):",
-      "ds_post /api/v1/predictions seven.png",
-      "# it sends: curl \"$DIGITSERVE_URL/api/v1/predictions\" --data-binary @body \\",
-      "#   -H \"Authorization: DS1-HMAC-SHA256 KeyId=$DIGITSERVE_KEY_ID,Signature=$SIG\" \\",
-      "#   -H \"X-DS-Date: $DATE\" -H \"X-DS-Nonce: $NONCE\" -H \"X-DS-Content-SHA256: $HASH\"",
+      "# after the exports above; sign as README.md, \"Signing API requests (DS1-HMAC-SHA256)\" shows",
+      "BODY=$(printf '{\"images\": [\"%s\"]}' \"$(base64 -w0 seven.png)\")",
+      "curl -sS -X POST \"$DIGITSERVE_URL/api/v1/predictions?wait=5\" \\",
+      "  -H 'Content-Type: application/json' --data-binary \"$BODY\" \\",
+      `  -H "Authorization: DS1-HMAC-SHA256 KeyId=${created.key_id},Signature=$SIGNATURE" \\`,
+      "  -H \"X-DS-Date: $DATE\" -H \"X-DS-Nonce: $NONCE\" -H \"X-DS-Content-SHA256: $BODY_SHA\"",
     ].join("\n");
     $("#copy-status").textContent = "";
     $("#key-form").hidden = true;
