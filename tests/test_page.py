@@ -323,6 +323,7 @@ def test_non_image_files_filtered_before_upload(live_server, browser_page, mnist
     expect(skipped).to_contain_text("Skipped “notes.txt”")
     expect(skipped).to_contain_text("Skipped “scores.pdf”")
     assert not any(r.startswith("POST") for r in requests), requests
+    screenshots(page, "predict-skipped-files", tmp_path)
 
     # Only non-images alone: nothing is added, the drawing stays the input.
     page.click("#clear-files")
@@ -332,7 +333,7 @@ def test_non_image_files_filtered_before_upload(live_server, browser_page, mnist
     expect(page.locator("#file-list-wrap")).to_be_hidden()
 
 
-def test_honest_confidence_and_doubt(live_server, browser_page):
+def test_honest_confidence_and_doubt(live_server, browser_page, tmp_path):
     """One decimal, never rounded up to 100 %; a doubtful answer names the runner-up.
 
     The API's answers are replaced (Playwright routes) to have exact probabilities."""
@@ -373,6 +374,7 @@ def test_honest_confidence_and_doubt(live_server, browser_page):
         if doubt:
             expect(page.locator(".result .doubt")).to_have_text(doubt)
             expect(page.locator("#status")).to_contain_text(doubt)
+            screenshots(page, "predict-unsure", tmp_path)
         else:
             expect(page.locator(".result .doubt")).to_have_count(0)
         page.click("#clear")
@@ -416,7 +418,7 @@ def test_api_key_lifecycle_with_cli(live_server, browser_page, mnist, tmp_path):
     assert "export DIGITSERVE_SECRET=" in cli and secret in cli, cli
     assert "digitserve predict seven.png --model mlp --wait 5" in cli, cli
     expect(page.locator("#snippet-curl")).to_contain_text("README")
-    expect(page.locator("#snippet-curl")).to_contain_text("DS1-HMAC-SHA256")
+    expect(page.locator("#snippet-curl")).to_contain_text(f"KeyId={key_id},")
     page.click("[data-testid=copy-secret]")
     expect(page.locator("#copy-status")).not_to_be_empty()
 
@@ -579,3 +581,41 @@ def test_logout_and_sign_in_again(live_server, browser_page):
     page.click("#logout")
     expect(page.locator("#login-email")).to_be_visible()
     expect(page.locator("#canvas")).to_be_hidden()
+
+
+def test_keyboard_sections_and_admin_scope(live_server, browser_page):
+    """Tab reaches the section links with a visible focus ring; Enter opens a section and moves focus
+    to its heading. An administrator can add the admin scope to a key."""
+    from server.services.accounts import create_user
+
+    page = browser_page
+    email = new_email()
+    create_user(live_server.services, email, PASSWORD, role="admin")
+    open_page(page, live_server.url)
+    page.fill("#login-email", email)
+    page.fill("#login-password", PASSWORD)
+    page.press("#login-password", "Enter")
+    expect(page.locator("#canvas")).to_be_visible()
+    wait_ready(page)
+
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.dataset.testid") == "tab-keys":
+            break
+    else:
+        raise AssertionError("Tab never reached the API keys link")
+    outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid", outline
+    page.keyboard.press("Enter")
+    expect(page.locator("#keys-view")).to_be_visible()
+    expect(page.locator("#keys-new-title")).to_be_focused()
+    expect(page.locator("[data-testid=tab-keys]")).to_have_attribute("aria-current", "page")
+
+    expect(page.locator("#scope-admin-row")).to_be_visible()
+    page.fill("#key-name", "deploy")
+    page.check("#scope-admin")
+    page.press("#key-name", "Enter")   # Enter in the form creates the key
+    expect(page.locator("#key-secret")).to_be_visible()
+    item = page.locator("#keys li", has_text="deploy")
+    expect(item).to_contain_text("admin, predict")
