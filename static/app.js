@@ -101,9 +101,46 @@
     }
   }
 
-  function describeError(err) {
+  const IMAGE_TYPES = "PNG, JPEG, GIF, BMP, WebP or TIFF";
+  const PASSWORD_RULES = "at least 10 characters, at least 5 different characters, "
+    + "not a common password and not the name part of your email";
+
+  /** Sentences for people, by the API's error code (the server's message is the fallback). */
+  const HUMAN = {
+    weak_password: `That password is too easy to guess. Use ${PASSWORD_RULES}.`,
+    email_taken: "An account with this email already exists. Sign in instead, or use another email.",
+    bad_email: "That does not look like an email address. Check it and try again.",
+    invalid_credentials: "Wrong email or password.",
+    too_many_attempts: "Too many failed sign-ins for this email. Wait a minute, then try again.",
+    rate_limited: "You are sending requests faster than allowed. Wait a moment and try again.",
+    blank_image: "The image looks blank: no digit stands out from the background. Draw larger, darker strokes, or choose another image.",
+    unreadable_image: "The file could not be read as a picture: it may be damaged or cut short.",
+    unsupported_media_type: `Unsupported file: it is not a ${IMAGE_TYPES} image.`,
+    image_too_large: "The image is too large: at most 4 MB and 16 megapixels per image.",
+    payload_too_large: "The upload is too large: at most 4 MB in one go.",
+    too_many_images: "Too many images at once: send at most 16.",
+    no_images: "There was no image to send. Draw a digit or choose an image file.",
+    bad_multipart: "The upload was garbled on the way. Please try again.",
+    model_not_found: "That model (or version) is not available any more. Pick another one in the list.",
+    service_unavailable: "The service is busy or a part of it is down for a moment.",
+    network_error: "Cannot reach the server. Check your connection and try again.",
+    forbidden: "You are not allowed to do that.",
+    not_found: "That was not found: it may have been deleted.",
+    unauthorized: "Please sign in again.",
+  };
+
+  /** A sentence for people; `names` maps an image index in the request to a file name. */
+  function describeError(err, names = []) {
     if (!(err instanceof ApiError)) return (err && err.message) || String(err);
-    let msg = err.message;
+    let msg = HUMAN[err.code] || err.message || defaultMessage(err.status);
+    // The server prefixes per-image problems with "image N: ": name the file instead.
+    const which = /^image (\d+):/.exec(err.message || "");
+    if (which) {
+      const i = Number(which[1]);
+      msg = `${names[i] ? `“${names[i]}”` : `Image ${i + 1}`}: ${msg.charAt(0).toLowerCase()}${msg.slice(1)}`;
+    } else if (names.length === 1 && err.code in HUMAN && /image|file|upload/.test(err.code + msg)) {
+      msg = `“${names[0]}”: ${msg.charAt(0).toLowerCase()}${msg.slice(1)}`;
+    }
     if ((err.status === 429 || err.status === 503) && err.retryAfter != null) {
       msg += ` Try again in ${err.retryAfter} s.`;
     }
@@ -111,17 +148,19 @@
   }
 
   /* ------------------------------------------------------------------ */
-  /* Messages                                                            */
+  /* Messages: each error is shown next to what caused it                */
   /* ------------------------------------------------------------------ */
 
-  function showError(message) {
-    $("#error-text").textContent = message;
-    $("#error").hidden = false;
+  function showInline(sel, message) {
+    const el = $(sel);
+    el.textContent = message;
+    el.hidden = !message;
   }
 
-  function clearError() {
-    $("#error").hidden = true;
-    $("#error-text").textContent = "";
+  function hideInline(sel) {
+    const el = $(sel);
+    el.hidden = true;
+    el.textContent = "";
   }
 
   function setStatus(text, st = "idle") {
@@ -130,15 +169,15 @@
     el.dataset.state = st;
   }
 
-  /** Handle an error of a signed-in action: an expired session goes back to the form. */
-  function handleError(err) {
+  /** Handle an error of a signed-in action next to `where`: an expired session goes back to the form. */
+  function handleError(err, where, names) {
     if (err && err.name === "AbortError") return;
     if (err instanceof ApiError && err.status === 401 && state.user) {
       showSignedOut();
-      showError("Your session has expired. Please sign in again.");
+      showInline("#auth-error", "Your session has expired. Please sign in again.");
       return;
     }
-    showError(describeError(err));
+    showInline(where, describeError(err, names));
   }
 
   /* ------------------------------------------------------------------ */
@@ -150,12 +189,15 @@
     state.csrf = csrf;
     $("#booting").hidden = true;
     $("#auth-view").hidden = true;
-    $("#app-view").hidden = false;
+    $("#tabs").hidden = false;
     $("#account").hidden = false;
+    hideInline("#auth-error");
     $("#user-email").textContent = user.email;
     $("#logout").setAttribute("aria-label", `Sign out ${user.email}`);
     $("#login-password").value = "";
     $("#auth-status").textContent = "";
+    $("#scope-admin-row").hidden = user.role !== "admin";
+    route();
     resizeCanvas();
     loadModels();
     loadRecent();
@@ -168,7 +210,8 @@
     state.busy = false;
     updatePredictButton();
     $("#booting").hidden = true;
-    $("#app-view").hidden = true;
+    for (const view of document.querySelectorAll("[data-view]")) view.hidden = true;
+    $("#tabs").hidden = true;
     $("#account").hidden = true;
     $("#auth-view").hidden = false;
     $("#user-email").textContent = "";
@@ -178,6 +221,12 @@
     clearCanvas();
     $("#recent").replaceChildren();
     $("#recent-empty").hidden = true;
+    resetHistory();
+    $("#keys").replaceChildren();
+    hideSecret();
+    for (const sel of ["#predict-error", "#files-error", "#recent-error", "#history-error", "#keys-error", "#key-error"]) {
+      hideInline(sel);
+    }
     $("#model-select").replaceChildren(new Option("Loading models…", ""));
     setStatus("Ready.");
     setAuthBusy(false);
@@ -190,12 +239,12 @@
 
   async function onAuthSubmit(event) {
     event.preventDefault();
-    clearError();
+    hideInline("#auth-error");
     const register = event.submitter ? event.submitter.id === "register-submit" : false;
     const email = $("#login-email").value.trim();
     const password = $("#login-password").value;
     if (!email || !password) {
-      showError("Enter your email and a password.");
+      showInline("#auth-error", "Enter your email and a password.");
       (email ? $("#login-password") : $("#login-email")).focus();
       return;
     }
@@ -212,22 +261,22 @@
       $("#main").focus({ preventScroll: true });
     } catch (err) {
       statusEl.textContent = "";
-      if (err instanceof ApiError && err.status === 401 && !register) {
-        showError(err.message && err.code !== "http_401" ? err.message : "Wrong email or password.");
+      if (err instanceof ApiError && err.status === 401) {
+        showInline("#auth-error", HUMAN.invalid_credentials);
       } else if (err instanceof ApiError && err.status === 429) {
-        const wait = err.retryAfter != null ? ` Try again in ${err.retryAfter} s.` : "";
-        showError(`Too many sign-in attempts.${wait}`);
+        const wait = err.retryAfter != null ? ` Try again in ${err.retryAfter} s.` : " Wait a minute, then try again.";
+        showInline("#auth-error", `Too many sign-in attempts.${wait}`);
       } else {
-        showError(describeError(err));
+        showInline("#auth-error", describeError(err));
       }
-      $("#login-password").focus();
+      const badEmail = err instanceof ApiError && (err.code === "bad_email" || err.code === "email_taken");
+      (badEmail ? $("#login-email") : $("#login-password")).focus();
     } finally {
       setAuthBusy(false);
     }
   }
 
   async function onLogout() {
-    clearError();
     const button = $("#logout");
     button.disabled = true;
     try {
@@ -235,12 +284,15 @@
     } catch (err) {
       // 401 means the session was already gone: signed out either way.
       if (!(err instanceof ApiError && err.status === 401)) {
-        showError(describeError(err));
         button.disabled = false;
+        button.textContent = "Sign out failed — retry";
+        button.title = describeError(err);
         return;
       }
     }
     button.disabled = false;
+    button.textContent = "Sign out";
+    button.removeAttribute("title");
     showSignedOut();
     $("#login-email").focus();
   }
@@ -251,7 +303,7 @@
       showSignedIn(data.user, data.csrf_token);
     } catch (err) {
       showSignedOut();
-      if (!(err instanceof ApiError && err.status === 401)) showError(describeError(err));
+      if (!(err instanceof ApiError && err.status === 401)) showInline("#auth-error", describeError(err));
     }
   }
 
@@ -411,13 +463,39 @@
   /* Files: chooser, drag and drop, previews                            */
   /* ------------------------------------------------------------------ */
 
+  const IMAGE_MIME = new Set(["image/png", "image/jpeg", "image/pjpeg", "image/gif", "image/bmp", "image/x-bmp",
+    "image/x-ms-bmp", "image/webp", "image/tiff", "image/x-tiff"]);
+  const IMAGE_EXT = /\.(png|jpe?g|jfif|gif|bmp|dib|webp|tiff?)$/i;
+  const MAX_FILE_BYTES = 4 * 1024 * 1024;
+  const MAX_FILES = 16;
+
+  /** Why a file cannot be sent, or "" when it can (by MIME type, or by extension when the type is unknown). */
+  function fileProblem(file) {
+    const type = (file.type || "").toLowerCase();
+    const known = type && type !== "application/octet-stream";
+    const ok = known ? IMAGE_MIME.has(type) : IMAGE_EXT.test(file.name || "");
+    if (!ok) return `not a ${IMAGE_TYPES} image`;
+    if (file.size > MAX_FILE_BYTES) return `larger than 4 MB (${formatBytes(file.size)})`;
+    if (file.size === 0) return "empty";
+    return "";
+  }
+
   function addFiles(fileList) {
     const files = Array.from(fileList || []);
     if (!files.length) return;
-    clearError();
+    hideInline("#files-error");
+    const skipped = [];
     for (const file of files) {
-      state.files.push({ file, url: URL.createObjectURL(file) });
+      const problem = fileProblem(file);
+      if (problem) {
+        skipped.push(`Skipped “${file.name || "unnamed file"}”: ${problem}.`);
+      } else if (state.files.length >= MAX_FILES) {
+        skipped.push(`Skipped “${file.name}”: at most ${MAX_FILES} images at once.`);
+      } else {
+        state.files.push({ file, url: URL.createObjectURL(file) });
+      }
     }
+    showInline("#files-error", skipped.join("\n"));
     renderFiles();
   }
 
@@ -554,7 +632,7 @@
       }
     } catch (err) {
       select.replaceChildren(new Option("Models unavailable", ""));
-      handleError(err);
+      handleError(err, "#predict-error");
     }
     updatePredictButton();
   }
@@ -582,18 +660,20 @@
 
   async function onPredict() {
     if (state.busy) return;
-    clearError();
+    hideInline("#predict-error");
     const model = $("#model-select").value;
     const form = new FormData();
     const previews = [];
+    const names = [];
     if (state.files.length) {
       for (const { file } of state.files) {
         form.append("image", file, file.name || "image");
         previews.push(URL.createObjectURL(file));
+        names.push(file.name || "image");
       }
     } else {
       if (!state.hasInk) {
-        showError("Draw a digit first, or choose an image file.");
+        failPrediction("Draw a digit first, or choose an image file.");
         canvas().focus();
         return;
       }
@@ -601,7 +681,7 @@
       try {
         blob = await canvasBlob();
       } catch (err) {
-        showError(err.message);
+        failPrediction(err.message);
         return;
       }
       form.append("image", blob, "drawing.png");
@@ -623,9 +703,8 @@
       if (!isFinished(prediction)) prediction = await poll(prediction, token);
       if (token !== state.runToken) return;
       if (prediction.status === "failed") {
-        setStatus("Failed.", "failed");
-        showError(prediction.error || "The prediction failed.");
         revokeAll(previews);
+        failPrediction(`The prediction failed on the server: ${prediction.error || "no reason given"}. Try again.`);
       } else {
         // One more read for the 28x28 images the network saw.
         let full = prediction;
@@ -639,13 +718,18 @@
         renderPrediction(full, previews);
         const elapsed = Math.round(performance.now() - started);
         setStatus(doneText(full, elapsed), "done");
+        revealResults();
       }
       loadRecent();
+      historyStale = true;
     } catch (err) {
       revokeAll(previews);
       if (token !== state.runToken) return;
-      setStatus("Failed.", "failed");
-      handleError(err);
+      if (err instanceof ApiError && err.status === 401) {
+        handleError(err, "#predict-error");
+      } else {
+        failPrediction(describeError(err, names));
+      }
     } finally {
       if (token === state.runToken) {
         state.busy = false;
@@ -653,6 +737,20 @@
         $("#results").setAttribute("aria-busy", "false");
       }
     }
+  }
+
+  /** A failed attempt: the old result and status go, the reason shows by the Predict button. */
+  function failPrediction(message) {
+    clearResults();
+    setStatus("Failed — nothing predicted.", "failed");
+    showInline("#predict-error", message);
+  }
+
+  /** On a narrow screen the result is below the fold: bring it up (without stealing focus from Predict). */
+  function revealResults() {
+    if (!window.matchMedia("(max-width: 820px)").matches) return;
+    const reduce = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+    $(".results-card").scrollIntoView({ block: "start", behavior: reduce ? "auto" : "smooth" });
   }
 
   function isFinished(p) {
@@ -693,7 +791,8 @@
     const model = p.model ? ` with ${p.model.name}:${p.model.version}` : "";
     let what;
     if (results.length === 1) {
-      what = `predicted ${results[0].digit} (${percent(results[0].confidence)})`;
+      const doubt = doubtOf(results[0]);
+      what = `predicted ${results[0].digit} (${percent(results[0].confidence)}${doubt ? `, unsure — maybe ${doubt.runnerUp}` : ""})`;
     } else {
       what = `predicted ${results.map((r) => r.digit).join(", ")}`;
     }
@@ -706,10 +805,50 @@
     return ms < 10 ? `${ms.toFixed(1)} ms` : ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
   }
 
+  /** One decimal, never rounded up to 100 % (or down to 0 %) unless it is exactly that. */
   function percent(v) {
-    if (typeof v !== "number") return "–";
-    const p = v * 100;
-    return `${p >= 99.95 || p < 0.05 ? p.toFixed(0) : p.toFixed(1)}%`;
+    if (typeof v !== "number" || !Number.isFinite(v)) return "–";
+    if (v >= 1) return "100\u00a0%";
+    if (v <= 0) return "0\u00a0%";
+    let text = (v * 100).toFixed(1);
+    if (text === "100.0") text = "99.9";
+    if (text === "0.0") text = "<\u00a00.1";
+    return `${text}\u00a0%`;
+  }
+
+  const DOUBT_TOP = 0.8;
+  const DOUBT_MARGIN = 0.2;
+
+  /** {runnerUp, top, second} when the answer is doubtful (low top probability or a close runner-up), else null. */
+  function doubtOf(r) {
+    const probs = Array.isArray(r.probabilities) ? r.probabilities : null;
+    const top = typeof r.confidence === "number" ? r.confidence : (probs ? probs[r.digit] : null);
+    if (typeof top !== "number") return null;
+    let runnerUp = null;
+    let second = 0;
+    if (probs) {
+      probs.forEach((p, d) => {
+        if (d !== r.digit && typeof p === "number" && (runnerUp === null || p > second)) {
+          runnerUp = d;
+          second = p;
+        }
+      });
+    }
+    if (top >= DOUBT_TOP && top - second >= DOUBT_MARGIN) return null;
+    return { runnerUp, top, second };
+  }
+
+  function doubtBadge(r) {
+    const doubt = doubtOf(r);
+    if (!doubt) return null;
+    const badge = document.createElement("span");
+    badge.className = "doubt";
+    badge.dataset.testid = "doubt";
+    badge.textContent = doubt.runnerUp !== null ? `unsure — maybe ${doubt.runnerUp}` : "unsure";
+    badge.title = doubt.runnerUp !== null
+      ? `Top answer ${percent(doubt.top)}, runner-up ${doubt.runnerUp} at ${percent(doubt.second)}`
+      : `Top answer only ${percent(doubt.top)}`;
+    return badge;
   }
 
   function revokeAll(urls) {
@@ -752,7 +891,8 @@
     card.className = "result";
     card.dataset.index = String(index);
     card.dataset.testid = "result";
-    card.setAttribute("aria-label", `${count > 1 ? `Image ${index + 1}: ` : ""}predicted digit ${r.digit}, confidence ${percent(r.confidence)}`);
+    const doubt = doubtOf(r);
+    card.setAttribute("aria-label", `${count > 1 ? `Image ${index + 1}: ` : ""}predicted digit ${r.digit}, confidence ${percent(r.confidence)}${doubt && doubt.runnerUp !== null ? `, unsure, maybe ${doubt.runnerUp}` : ""}`);
 
     // Headline: the digit and the confidence.
     const head = document.createElement("div");
@@ -775,6 +915,8 @@
     confLabel.className = "muted small";
     confLabel.textContent = "confidence";
     side.append(conf, confLabel);
+    const badge = doubtBadge(r);
+    if (badge) side.append(badge);
     head.append(digit, side);
 
     // What was sent, and what the network saw.
@@ -841,13 +983,14 @@
     return list;
   }
 
-  function feedbackControl(predictionId, index, predicted) {
+  function feedbackControl(predictionId, index, predicted, { current = null, onSaved = null, toggleText = "Wrong? Correct it" } = {}) {
     const box = document.createElement("div");
     box.className = "feedback";
     const toggle = document.createElement("button");
     toggle.type = "button";
     toggle.className = "button button-ghost small feedback-toggle";
-    toggle.textContent = "Wrong? Correct it";
+    toggle.textContent = toggleText;
+    toggle.dataset.testid = "feedback-toggle";
     toggle.setAttribute("aria-expanded", "false");
     const panel = document.createElement("div");
     panel.className = "feedback-panel";
@@ -875,7 +1018,7 @@
       b.className = "feedback-digit";
       b.dataset.digit = String(d);
       b.textContent = String(d);
-      b.setAttribute("aria-pressed", "false");
+      b.setAttribute("aria-pressed", current === d ? "true" : "false");
       b.setAttribute("aria-label", `It is a ${d}`);
       b.addEventListener("click", async () => {
         for (const x of buttons) x.disabled = true;
@@ -886,9 +1029,15 @@
           note.textContent = d === predicted
             ? `Thanks — confirmed as ${d}.`
             : `Thanks — recorded as ${d}. It will help the next training run.`;
+          note.classList.remove("is-error");
+          if (onSaved) onSaved(d);
         } catch (err) {
-          note.textContent = "";
-          handleError(err);
+          if (err instanceof ApiError && err.status === 401) {
+            handleError(err, "#predict-error");
+            return;
+          }
+          note.textContent = `Not saved: ${describeError(err)}`;
+          note.classList.add("is-error");
         } finally {
           for (const x of buttons) x.disabled = false;
         }
@@ -940,9 +1089,10 @@
     try {
       const { data } = await api("GET", `/predictions?limit=${RECENT_LIMIT}`);
       if (mine !== recentRequest || !state.user) return;
+      hideInline("#recent-error");
       renderRecent((data && data.predictions) || []);
     } catch (err) {
-      if (mine === recentRequest) handleError(err);
+      if (mine === recentRequest) handleError(err, "#recent-error");
     }
   }
 
@@ -999,12 +1149,11 @@
   }
 
   async function showStored(id) {
-    clearError();
+    hideInline("#predict-error");
     try {
       const { data } = await api("GET", `/predictions/${encodeURIComponent(id)}?include=preprocessed`);
       if (data.status === "failed") {
-        clearResults();
-        showError(data.error || "That prediction failed.");
+        failPrediction(`That prediction failed on the server: ${data.error || "no reason given"}.`);
         return;
       }
       if (!isFinished(data)) {
@@ -1015,7 +1164,458 @@
       setStatus(`Showing ${data.model ? `${data.model.name}:${data.model.version} ` : ""}prediction from ${formatTime(data.created_at) || "earlier"}.`, "done");
       $("#results-title").scrollIntoView({ block: "nearest", behavior: "smooth" });
     } catch (err) {
-      handleError(err);
+      handleError(err, "#predict-error");
+    }
+  }
+
+  /* ------------------------------------------------------------------ */
+  /* Sections: #draw, #history, #keys                                    */
+  /* ------------------------------------------------------------------ */
+
+  const ROUTES = { draw: "#app-view", history: "#history-view", keys: "#keys-view" };
+  const TITLES = { draw: "Predict", history: "History", keys: "API keys" };
+  let historyStale = true;
+  let currentRoute = null;
+
+  function route(moveFocus = false) {
+    const name = (location.hash || "").replace(/^#/, "");
+    const current = ROUTES[name] ? name : "draw";
+    for (const [key, sel] of Object.entries(ROUTES)) $(sel).hidden = key !== current;
+    for (const tab of document.querySelectorAll(".tab")) {
+      if (tab.dataset.route === current) tab.setAttribute("aria-current", "page");
+      else tab.removeAttribute("aria-current");
+    }
+    document.title = `${TITLES[current]} — DigitServe`;
+    const changed = current !== currentRoute;
+    currentRoute = current;
+    if (current === "history" && (historyStale || changed)) loadHistory(true);
+    if (current === "keys" && changed) loadKeys();
+    if (current === "draw") resizeCanvas();
+    if (moveFocus && changed) {
+      const heading = { draw: "#input-title", history: "#history-title", keys: "#keys-new-title" }[current];
+      const el = $(heading);
+      if (!el.hasAttribute("tabindex")) el.setAttribute("tabindex", "-1");
+      el.focus({ preventScroll: true });
+      window.scrollTo(0, 0);
+    }
+  }
+
+  /* ------------------------------------------------------------------ */
+  /* Password rules, checked as you type (the server has the last word)  */
+  /* ------------------------------------------------------------------ */
+
+  const COMMON = new Set(["password", "password1", "password123", "123456789", "1234567890", "qwertyuiop",
+    "iloveyou", "letmein123", "welcome123", "admin12345", "passw0rd", "abc123456"]);
+
+  function checkPasswordRules() {
+    const pw = $("#login-password").value;
+    const local = ($("#login-email").value.trim().split("@")[0] || "").toLowerCase();
+    const rules = {
+      length: pw.length >= 10,
+      distinct: new Set(pw).size >= 5,
+      email: !(local.length >= 3 && pw.toLowerCase().includes(local)),
+      common: !COMMON.has(pw.toLowerCase()),
+    };
+    for (const li of document.querySelectorAll("#password-rules li")) {
+      const state_ = pw ? (rules[li.dataset.rule] ? "ok" : "bad") : "";
+      if (state_) li.dataset.state = state_;
+      else delete li.dataset.state;
+    }
+  }
+
+  /* ------------------------------------------------------------------ */
+  /* History                                                             */
+  /* ------------------------------------------------------------------ */
+
+  const HISTORY_PAGE = 10;
+  const histState = { cursor: null, request: 0, loading: false };
+
+  function resetHistory() {
+    histState.cursor = null;
+    histState.request += 1;
+    histState.loading = false;
+    historyStale = true;
+    $("#history").replaceChildren();
+    $("#history-empty").hidden = true;
+    $("#history-more").hidden = true;
+    $("#history-status").textContent = "";
+  }
+
+  async function loadHistory(fresh) {
+    if (histState.loading && !fresh) return;
+    const mine = ++histState.request;
+    histState.loading = true;
+    hideInline("#history-error");
+    const list = $("#history");
+    const more = $("#history-more");
+    list.setAttribute("aria-busy", "true");
+    more.disabled = true;
+    more.textContent = "Loading…";
+    $("#history-status").textContent = "Loading predictions…";
+    const cursor = fresh ? null : histState.cursor;
+    try {
+      const q = `limit=${HISTORY_PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+      const { data } = await api("GET", `/predictions?${q}`);
+      if (mine !== histState.request || !state.user) return;
+      const predictions = (data && data.predictions) || [];
+      if (fresh) list.replaceChildren();
+      historyStale = false;
+      histState.cursor = data.next_cursor || null;
+      for (const p of predictions) list.append(historyItem(p));
+      $("#history-empty").hidden = list.children.length > 0;
+      more.hidden = !histState.cursor;
+      const shown = list.children.length;
+      $("#history-status").textContent = shown
+        ? `${shown} prediction${shown > 1 ? "s" : ""} shown${histState.cursor ? "" : " — that is all"}.`
+        : "";
+      loadThumbnails(predictions.filter((p) => p.status === "succeeded").map((p) => p.id), mine);
+    } catch (err) {
+      if (mine !== histState.request) return;
+      $("#history-status").textContent = "";
+      handleError(err, "#history-error");
+    } finally {
+      if (mine === histState.request) {
+        histState.loading = false;
+        list.setAttribute("aria-busy", "false");
+        more.disabled = false;
+        more.textContent = "Load more";
+      }
+    }
+  }
+
+  /** The 28x28 images come with a per-prediction read (include=preprocessed), a few at a time. */
+  async function loadThumbnails(ids, mine) {
+    const queue = ids.slice();
+    const worker = async () => {
+      while (queue.length) {
+        const id = queue.shift();
+        if (mine !== histState.request) return;
+        try {
+          const { data } = await api("GET", `/predictions/${encodeURIComponent(id)}?include=preprocessed`);
+          if (mine !== histState.request) return;
+          for (const r of data.results || []) {
+            const img = document.querySelector(`#history [data-id="${CSS.escape(id)}"] [data-index="${r.index}"] img.thumb`);
+            if (img && r.preprocessed) {
+              img.src = `data:image/png;base64,${r.preprocessed}`;
+              img.classList.remove("is-loading");
+            }
+          }
+        } catch (err) {
+          if (err instanceof ApiError && err.status === 401) { handleError(err, "#history-error"); return; }
+          // A missing thumbnail is not worth an error message: the row stays as it is.
+        }
+      }
+    };
+    await Promise.all([worker(), worker(), worker()]);
+  }
+
+  function correctionText(label, digit) {
+    if (label == null) return "";
+    return label === digit ? `confirmed as ${label}` : `corrected to ${label}`;
+  }
+
+  function historyItem(p) {
+    const li = document.createElement("li");
+    li.className = "history-item";
+    li.dataset.id = p.id;
+    li.dataset.status = p.status;
+    li.dataset.testid = "history-item";
+
+    const meta = document.createElement("p");
+    meta.className = "history-meta small";
+    const when = document.createElement("time");
+    when.dateTime = p.created_at || "";
+    const d = parseTime(p.created_at);
+    when.textContent = d ? d.toLocaleString([], { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" }) : "";
+    const model = document.createElement("span");
+    model.className = "history-model";
+    model.textContent = p.model ? `${p.model.name}:${p.model.version}` : "";
+    meta.append(when, model);
+    if (p.status !== "succeeded") {
+      const st = document.createElement("span");
+      st.className = `status-${p.status}`;
+      st.textContent = p.status === "failed" ? `failed${p.error ? `: ${p.error}` : ""}` : p.status;
+      meta.append(st);
+    }
+    li.append(meta);
+
+    const rows = document.createElement("ul");
+    rows.className = "history-results";
+    const results = p.status === "succeeded" ? (p.results || []) : [];
+    results.forEach((r, i) => rows.append(historyResult(p, r, typeof r.index === "number" ? r.index : i, results.length)));
+    if (results.length) li.append(rows);
+    return li;
+  }
+
+  function historyResult(p, r, index, count) {
+    const row = document.createElement("li");
+    row.className = "history-result";
+    row.dataset.index = String(index);
+
+    const img = document.createElement("img");
+    img.className = "thumb is-loading";
+    img.width = 56;
+    img.height = 56;
+    img.alt = `The 28 by 28 image the network saw${count > 1 ? ` (image ${index + 1})` : ""}`;
+    img.src = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7";
+
+    const body = document.createElement("div");
+    body.className = "history-body";
+    const line = document.createElement("p");
+    line.className = "history-answer";
+    const digit = document.createElement("span");
+    digit.className = "history-digit";
+    digit.dataset.testid = "history-digit";
+    digit.textContent = String(r.digit);
+    const conf = document.createElement("span");
+    conf.className = "history-confidence";
+    conf.textContent = percent(r.confidence);
+    line.append(digit, conf);
+    const badge = doubtBadge(r);
+    if (badge) line.append(badge);
+    const fix = document.createElement("span");
+    fix.className = "correction";
+    fix.dataset.testid = "correction";
+    const setFix = (label) => {
+      fix.textContent = correctionText(label, r.digit);
+      fix.hidden = label == null;
+      fix.classList.toggle("is-changed", label != null && label !== r.digit);
+      row.dataset.correction = label == null ? "" : String(label);
+    };
+    setFix(typeof r.feedback_label === "number" ? r.feedback_label : null);
+    line.append(fix);
+    body.append(line);
+    if (count > 1) {
+      const which = document.createElement("p");
+      which.className = "muted small history-which";
+      which.textContent = `Image ${index + 1} of ${count}`;
+      body.append(which);
+    }
+    const corrected = typeof r.feedback_label === "number";
+    const control = feedbackControl(p.id, index, r.digit, {
+      current: corrected ? r.feedback_label : null,
+      onSaved: (label) => {
+        setFix(label);
+        control.querySelector(".feedback-toggle").textContent = "Change correction";
+      },
+      toggleText: corrected ? "Change correction" : "Correct",
+    });
+    body.append(control);
+    row.append(img, body);
+    return row;
+  }
+
+  /* ------------------------------------------------------------------ */
+  /* API keys                                                            */
+  /* ------------------------------------------------------------------ */
+
+  let keysRequest = 0;
+
+  async function loadKeys() {
+    const mine = ++keysRequest;
+    const list = $("#keys");
+    list.setAttribute("aria-busy", "true");
+    try {
+      const { data } = await api("GET", "/keys");
+      if (mine !== keysRequest || !state.user) return;
+      hideInline("#keys-error");
+      renderKeys((data && data.keys) || []);
+    } catch (err) {
+      if (mine === keysRequest) handleError(err, "#keys-error");
+    } finally {
+      if (mine === keysRequest) list.setAttribute("aria-busy", "false");
+    }
+  }
+
+  function absoluteTime(value) {
+    const d = parseTime(value);
+    return d ? d.toLocaleString([], { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }) : "";
+  }
+
+  function renderKeys(keys) {
+    const list = $("#keys");
+    list.replaceChildren();
+    $("#keys-empty").hidden = keys.length > 0;
+    // Active keys first, each group newest first.
+    const sorted = keys.slice().sort((a, b) => (a.revoked - b.revoked) || String(b.created_at).localeCompare(String(a.created_at)));
+    for (const k of sorted) {
+      const li = document.createElement("li");
+      li.className = "key-item";
+      li.dataset.keyId = k.key_id;
+      li.dataset.testid = "key-item";
+      li.dataset.revoked = k.revoked ? "true" : "false";
+
+      const head = document.createElement("div");
+      head.className = "key-head";
+      const name = document.createElement("strong");
+      name.className = "key-name";
+      name.textContent = k.name || "api key";
+      const stateEl = document.createElement("span");
+      stateEl.className = `key-state ${k.revoked ? "is-revoked" : "is-active"}`;
+      stateEl.dataset.testid = "key-state";
+      stateEl.textContent = k.revoked ? "revoked" : "active";
+      head.append(name, stateEl);
+
+      const id = document.createElement("code");
+      id.className = "key-id";
+      id.textContent = k.key_id;
+
+      const facts = document.createElement("dl");
+      facts.className = "key-meta small";
+      const fact = (label, value, cls) => {
+        const dt = document.createElement("dt");
+        dt.textContent = label;
+        const dd = document.createElement("dd");
+        dd.textContent = value;
+        if (cls) dd.className = cls;
+        facts.append(dt, dd);
+      };
+      fact("Scopes", (k.scopes || []).join(", "));
+      fact("Created", absoluteTime(k.created_at));
+      fact("Last used", k.last_used_at ? absoluteTime(k.last_used_at) : "never", "key-last-used");
+
+      li.append(head, id, facts);
+      if (!k.revoked) {
+        const revoke = document.createElement("button");
+        revoke.type = "button";
+        revoke.className = "button button-danger-ghost small";
+        revoke.dataset.testid = "key-revoke";
+        revoke.textContent = "Revoke…";
+        revoke.setAttribute("aria-label", `Revoke key ${k.name || k.key_id} (${k.key_id})`);
+        revoke.addEventListener("click", () => askRevoke(k, revoke));
+        li.append(revoke);
+      }
+      list.append(li);
+    }
+  }
+
+  function hideSecret() {
+    $("#key-secret").hidden = true;
+    $("#new-key-secret").textContent = "";
+    $("#snippet-cli").textContent = "";
+    $("#snippet-curl").textContent = "";
+    $("#copy-status").textContent = "";
+    $("#key-form").hidden = false;
+  }
+
+  function shellQuote(value) {
+    return /^[A-Za-z0-9_@%+=:,./-]+$/.test(value) ? value : `'${String(value).replace(/'/g, "'\\''")}'`;
+  }
+
+  function defaultModelName() {
+    const opt = Array.from($("#model-select").options).find((o) => o.value && !o.value.includes(":") && !o.disabled);
+    return opt ? opt.value : "mlp";
+  }
+
+  function showSecret(created) {
+    $("#new-key-id").textContent = created.key_id;
+    $("#new-key-secret").textContent = created.secret;
+    const origin = location.origin;
+    $("#snippet-cli").textContent = [
+      `export DIGITSERVE_URL=${shellQuote(origin)}`,
+      `export DIGITSERVE_KEY_ID=${shellQuote(created.key_id)}`,
+      `export DIGITSERVE_SECRET=${shellQuote(created.secret)}`,
+      `digitserve predict seven.png --model ${shellQuote(defaultModelName())} --wait 5`,
+    ].join("\n");
+    $("#snippet-curl").textContent = [
+      "# after the exports above; sign as README.md, \"Signing API requests (DS1-HMAC-SHA256)\" shows",
+      "BODY=$(printf '{\"images\": [\"%s\"]}' \"$(base64 -w0 seven.png)\")",
+      "curl -sS -X POST \"$DIGITSERVE_URL/api/v1/predictions?wait=5\" \\",
+      "  -H 'Content-Type: application/json' --data-binary \"$BODY\" \\",
+      `  -H "Authorization: DS1-HMAC-SHA256 KeyId=${created.key_id},Signature=$SIGNATURE" \\`,
+      "  -H \"X-DS-Date: $DATE\" -H \"X-DS-Nonce: $NONCE\" -H \"X-DS-Content-SHA256: $BODY_SHA\"",
+    ].join("\n");
+    $("#copy-status").textContent = "";
+    $("#key-form").hidden = true;
+    const box = $("#key-secret");
+    box.hidden = false;
+    box.focus({ preventScroll: true });
+    box.scrollIntoView({ block: "nearest" });
+  }
+
+  async function onCreateKey(event) {
+    event.preventDefault();
+    hideInline("#key-error");
+    const name = $("#key-name").value.trim();
+    const scopes = [];
+    if ($("#scope-predict").checked) scopes.push("predict");
+    if (state.user && state.user.role === "admin" && $("#scope-admin").checked) scopes.push("admin");
+    if (!scopes.length) {
+      showInline("#key-error", "Choose at least one scope.");
+      $("#scope-predict").focus();
+      return;
+    }
+    if (name.length > 100) {
+      showInline("#key-error", "The name can be at most 100 characters.");
+      $("#key-name").focus();
+      return;
+    }
+    const button = $("#key-create");
+    button.disabled = true;
+    button.textContent = "Creating…";
+    try {
+      const { data } = await api("POST", "/keys", { json: { name: name || "api key", scopes } });
+      $("#key-name").value = "";
+      showSecret(data);
+      loadKeys();
+    } catch (err) {
+      handleError(err, "#key-error");
+    } finally {
+      button.disabled = false;
+      button.textContent = "Create key";
+    }
+  }
+
+  async function onCopy(event) {
+    const button = event.currentTarget;
+    const text = $(button.dataset.copy).textContent;
+    let ok = false;
+    try {
+      await navigator.clipboard.writeText(text);
+      ok = true;
+    } catch (_) {
+      // No clipboard permission: select the text so Ctrl+C / long-press copies it.
+      const range = document.createRange();
+      range.selectNodeContents($(button.dataset.copy));
+      const sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+    }
+    $("#copy-status").textContent = ok ? "Copied to the clipboard." : "Selected: press Ctrl+C (or ⌘C) to copy.";
+  }
+
+  let revoking = null;   // {key, button}
+
+  function askRevoke(key, button) {
+    revoking = { key, button };
+    $("#revoke-text").textContent = `“${key.name || "api key"}” (${key.key_id}) stops working at once: `
+      + "every program using it gets “401 unauthorized”. This cannot be undone.";
+    const dialog = $("#revoke-dialog");
+    dialog.returnValue = "";
+    dialog.showModal();
+  }
+
+  async function onRevokeDialogClose() {
+    const dialog = $("#revoke-dialog");
+    const pending = revoking;
+    revoking = null;
+    if (!pending) return;
+    if (dialog.returnValue !== "revoke") {
+      pending.button.focus();
+      return;
+    }
+    hideInline("#keys-error");
+    pending.button.disabled = true;
+    pending.button.textContent = "Revoking…";
+    try {
+      await api("DELETE", `/keys/${encodeURIComponent(pending.key.key_id)}`);
+      await loadKeys();
+      $("#keys-title").setAttribute("tabindex", "-1");
+      $("#keys-title").focus();
+    } catch (err) {
+      pending.button.disabled = false;
+      pending.button.textContent = "Revoke…";
+      handleError(err, "#keys-error");
     }
   }
 
@@ -1032,7 +1632,8 @@
       $("#login-password").setAttribute("autocomplete", "current-password");
     });
     $("#logout").addEventListener("click", onLogout);
-    $("#error-dismiss").addEventListener("click", clearError);
+    $("#login-password").addEventListener("input", checkPasswordRules);
+    $("#login-email").addEventListener("input", checkPasswordRules);
 
     const c = canvas();
     resizeCanvas();
@@ -1044,7 +1645,7 @@
     c.addEventListener("keydown", onCanvasKey);
     c.addEventListener("blur", () => { $("#pen-cursor").hidden = true; });
     c.addEventListener("contextmenu", (e) => e.preventDefault());
-    $("#clear").addEventListener("click", () => { clearCanvas(); clearError(); });
+    $("#clear").addEventListener("click", () => { clearCanvas(); hideInline("#predict-error"); });
     // Redraw crisply when the page moves to a screen with another pixel ratio (or zoom changes).
     window.addEventListener("resize", () => resizeCanvas());
 
@@ -1058,6 +1659,14 @@
 
     $("#predict").addEventListener("click", onPredict);
     $("#recent-refresh").addEventListener("click", () => loadRecent());
+    window.addEventListener("hashchange", () => { if (state.user) route(true); });
+    $("#history-refresh").addEventListener("click", () => loadHistory(true));
+    $("#history-more").addEventListener("click", () => loadHistory(false));
+    $("#key-form").addEventListener("submit", onCreateKey);
+    $("#keys-refresh").addEventListener("click", loadKeys);
+    $("#key-secret-done").addEventListener("click", () => { hideSecret(); $("#key-name").focus(); });
+    for (const b of document.querySelectorAll("button.copy")) b.addEventListener("click", onCopy);
+    $("#revoke-dialog").addEventListener("close", onRevokeDialogClose);
     // Keep the relative times fresh.
     setInterval(() => {
       for (const t of document.querySelectorAll("#recent time[datetime]")) {
