@@ -17,6 +17,10 @@ from server.web.errors import HttpError, error_body, error_parts
 
 log = logging.getLogger("digitserve.web")
 
+# No request of the API nests deeper than a few levels; anything near Python's recursion limit would
+# otherwise surface as a RecursionError (a 500) in the decoder or in whatever walks the value later.
+MAX_JSON_DEPTH = 32
+
 
 @dataclass
 class Request:
@@ -41,9 +45,12 @@ class Request:
         if not self.body:
             raise InvalidInput("the request body must be JSON")
         try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
+            value = json.loads(self.body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidInput("the request body is not valid JSON", "bad_json") from None
+        if _too_deep(value, MAX_JSON_DEPTH):
+            raise InvalidInput(f"the request body nests JSON deeper than {MAX_JSON_DEPTH} levels", "bad_json")
+        return value
 
     def form(self) -> tuple[dict[str, str], list[bytes]]:
         """Fields and the `image` files of a multipart/form-data body."""
@@ -63,6 +70,20 @@ class Request:
             elif name:
                 fields[name] = payload.decode("utf-8", "replace")
         return fields, images
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists/objects more than `limit` deep (iterative: deep input must not recurse)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 @dataclass
