@@ -119,6 +119,7 @@ def decode_base64_image(value: Any, index: int) -> bytes:
 
 
 Handler = Callable[..., Any]
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: what a method may be
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,8 @@ class Router:
         self.routes.append(Route(method, re.compile(f"^{regex}$"), handler, template, auth, errors))
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        if not _TOKEN.fullmatch(method):  # cheroot passes any bytes up to the first space as the method
+            raise HttpError(400, "bad_request", "the request method is not a valid HTTP token")
         allowed = []
         for route in self.routes:
             found = route.pattern.match(path)
