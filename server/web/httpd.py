@@ -23,6 +23,7 @@ from server.web.app import create_app
 from server.web.errors import error_body, error_parts, http_error
 
 log = logging.getLogger("digitserve.web")
+MAX_UNBOUNDED_LINE = 64 * 1024  # longer than any sane chunk-size or trailer line
 
 
 class DeadlineReader(StreamReader):
@@ -63,14 +64,16 @@ class DeadlineReader(StreamReader):
     def readline(self, size=-1):
         if self.deadline is None:
             return super().readline(size)
+        if size is None or size < 0:
+            # only cheroot's chunked decoder asks for a line without a bound (chunk sizes, trailers): a
+            # "size line" that never ends would otherwise grow in memory until the deadline
+            size = MAX_UNBOUNDED_LINE
         out = bytearray()
-        while size is None or size < 0 or len(out) < size:
+        while len(out) < size:
             self._arm()
-            ahead = self.peek(1)  # what is buffered, or one receive when nothing is
+            ahead = self.peek(1)[:size - len(out)]  # what is buffered, or one receive when nothing is
             if not ahead:
                 break
-            if size is not None and size >= 0:
-                ahead = ahead[:size - len(out)]
             end = ahead.find(b"\n")
             out += super().read(end + 1 if end >= 0 else len(ahead))
             if end >= 0:
