@@ -56,6 +56,13 @@ class Settings:
     tf_threads: int = env("TF_THREADS", 0)  # 0: 1 per serving process, every core for training
     default_model: str = env("DEFAULT_MODEL", "")
     web_threads: int = env("WEB_THREADS", 32)
+    # a client silent this long while sending a request gets a 408 and frees its web thread
+    web_read_timeout: float = env("WEB_READ_TIMEOUT", 5.0)
+    # the whole request (line, headers, body) must arrive within this: a client trickling a byte now
+    # and then is never silent for WEB_READ_TIMEOUT, so only a total deadline frees its thread
+    web_request_deadline: float = env("WEB_REQUEST_DEADLINE", 30.0)
+    # connections accepted but waiting for a free web thread; beyond this they get a 503 at once
+    web_accept_queue: int = env("WEB_ACCEPT_QUEUE", 256)
     db_pool_size: int = env("DB_POOL_SIZE", 20)
     db_timeout: float = env("DB_TIMEOUT", 5.0)  # connect, read, write and pool waits on the database
     log_requests: bool = env("LOG_REQUESTS", False)
@@ -132,6 +139,10 @@ class Settings:
             raise SettingsError("MAX_WAIT must be between 0 and 30 seconds")
         if self.job_timeout < 1:
             raise SettingsError("JOB_TIMEOUT must be at least 1 second")
+        if self.web_read_timeout <= 0 or self.web_request_deadline < self.web_read_timeout:
+            raise SettingsError("WEB_READ_TIMEOUT must be positive and WEB_REQUEST_DEADLINE at least as long")
+        if self.web_accept_queue < 1:
+            raise SettingsError("WEB_ACCEPT_QUEUE must be at least 1")
         if self.job_stale_after < 1:
             raise SettingsError("JOB_STALE_AFTER must be at least 1 second")
         if self.metrics not in ("off", "token", "open"):

@@ -33,6 +33,9 @@ def test_values_come_from_the_environment():
     ({"MAX_WAIT": "31"}, "MAX_WAIT must be between 0 and 30 seconds"),
     ({"JOB_TIMEOUT": "0"}, "JOB_TIMEOUT must be at least 1 second"),
     ({"JOB_STALE_AFTER": "-1"}, "JOB_STALE_AFTER must be at least 1 second"),
+    ({"WEB_READ_TIMEOUT": "0"}, "WEB_READ_TIMEOUT must be positive"),
+    ({"WEB_READ_TIMEOUT": "10", "WEB_REQUEST_DEADLINE": "5"}, "WEB_REQUEST_DEADLINE at least as long"),
+    ({"WEB_ACCEPT_QUEUE": "0"}, "WEB_ACCEPT_QUEUE must be at least 1"),
     ({"DIGITSERVE_ENV": "production", "SECRET_KEY": "changeme"}, "SECRET_KEY must be set"),
     ({"DIGITSERVE_ENV": "production", "SECRET_KEY": "x" * 31}, "SECRET_KEY must be set"),
 ])

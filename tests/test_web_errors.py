@@ -55,3 +55,16 @@ def test_a_bug_is_a_500_without_details():
 def test_v2_routes_get_the_protocol_error_shape():
     assert error_response(errors.InvalidInput("shape must be [N,28,28]"), "v2").body == \
         b'{"error": "shape must be [N,28,28]"}'
+
+
+@pytest.mark.parametrize("status, code", [
+    (400, "bad_request"), (404, "not_found"), (413, "payload_too_large"), (503, "service_unavailable"),
+    (405, "method_not_allowed"), (408, "request_timeout"), (414, "request_uri_too_long"),
+    (501, "not_implemented"), (505, "http_version_not_supported"), (500, "internal"),
+])
+def test_statuses_the_http_server_chose_go_through_the_same_table(status, code):
+    from server.web.errors import http_error
+
+    got_status, got_code, _, headers = error_parts(http_error(status, "from the server"))
+    assert (got_status, got_code) == (status, code)
+    assert ("Retry-After" in headers) == (status == 503)

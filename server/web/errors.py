@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from http import HTTPStatus
 
 import redis
 from sqlalchemy.exc import DisconnectionError, OperationalError
@@ -36,6 +38,24 @@ class HttpError(DomainError):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message, code, headers=headers)
         self.status = status
+
+
+def http_error(status: int, message: str) -> DomainError:
+    """The error for a status the HTTP server (cheroot, CherryPy) chose before the app ran.
+
+    A status in the table becomes its domain error (its code, and 503's Retry-After); one only the
+    HTTP layer says (405, 408, 411, 414, 501, 505, ...) is an HttpError whose code is its reason phrase.
+    """
+    for kind, known in STATUS:
+        if known == status:
+            return kind(message)
+    if status == 500:  # the server's own failure says what the app's bugs say
+        return HttpError(500, "internal", "internal server error")
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "error"
+    return HttpError(status, re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_"), message)
 
 
 def status_of(error: DomainError) -> int:

@@ -23,6 +23,10 @@ MAX_PART_HEADERS = 8  # a browser sends 1-2 per part (RFC 7578 allows 3)
 MAX_PART_HEADER_BYTES = 4096  # one header line, e.g. a Content-Disposition with a long filename
 MULTIPART_UNPARSEABLE = "the multipart body could not be parsed (missing boundary?)"
 
+# No request of the API nests deeper than a few levels; anything near Python's recursion limit would
+# otherwise surface as a RecursionError (a 500) in the decoder or in whatever walks the value later.
+MAX_JSON_DEPTH = 32
+
 
 @dataclass
 class Request:
@@ -47,9 +51,12 @@ class Request:
         if not self.body:
             raise InvalidInput("the request body must be JSON")
         try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
+            value = json.loads(self.body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidInput("the request body is not valid JSON", "bad_json") from None
+        if _too_deep(value, MAX_JSON_DEPTH):
+            raise InvalidInput(f"the request body nests JSON deeper than {MAX_JSON_DEPTH} levels", "bad_json")
+        return value
 
     def form(self) -> tuple[dict[str, str], list[bytes]]:
         """Fields and the `image` files of a multipart/form-data body.
@@ -100,6 +107,19 @@ def _decoded(segment: multipart.MultipartSegment, payload: bytes) -> bytes:
         return binascii.a2b_qp(payload)
     return payload
 
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists/objects more than `limit` deep (iterative: deep input must not recurse)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
 
 @dataclass
 class Response:
@@ -134,6 +154,7 @@ def decode_base64_image(value: Any, index: int) -> bytes:
 
 
 Handler = Callable[..., Any]
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: what a method may be
 
 
 @dataclass(frozen=True)
@@ -155,6 +176,8 @@ class Router:
         self.routes.append(Route(method, re.compile(f"^{regex}$"), handler, template, auth, errors))
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        if not _TOKEN.fullmatch(method):  # cheroot passes any bytes up to the first space as the method
+            raise HttpError(400, "bad_request", "the request method is not a valid HTTP token")
         allowed = []
         for route in self.routes:
             found = route.pattern.match(path)
