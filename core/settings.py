@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
@@ -41,6 +42,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return _number(env, name, default, float)
+
+
+def _args(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    try:
+        return tuple(shlex.split(env.get(name) or ""))
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be shell-style arguments: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,8 @@ class Settings:
     rate_limit_burst: int = 30
     login_max_failures: int = 5
     login_lockout_seconds: int = 60
+    # extra `digitserve train mlp` arguments for the default model `digitserve init` trains
+    init_train_args: tuple[str, ...] = ()
     # which prefix Redis keys get (tests isolate themselves with it)
     redis_prefix: str = "ds:"
 
@@ -125,6 +135,7 @@ class Settings:
             rate_limit_per_minute=_float(env, "RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_minute),
             rate_limit_burst=_int(env, "RATE_LIMIT_BURST", cls.rate_limit_burst),
             redis_prefix=env.get("REDIS_PREFIX") or cls.redis_prefix,
+            init_train_args=_args(env, "INIT_TRAIN_ARGS"),
         )
         settings.validate()
         return settings

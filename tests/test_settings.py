@@ -19,12 +19,14 @@ def test_values_come_from_the_environment():
     settings = Settings.from_env({
         "VAR_DIR": "/srv/ds", "JOB_TIMEOUT": "5", "JOB_STALE_AFTER": "2.5", "ALLOW_BEARER_KEYS": "yes",
         "MNIST_MIRRORS": " https://a.example/ , https://b.example/ ",
+        "INIT_TRAIN_ARGS": "--limit 5000 --epochs 1 --quiet",
     })
     assert settings.database_url == "sqlite:////srv/ds/digitserve.db"
     assert settings.model_cache_dir == Path("/srv/ds/models")
     assert (settings.job_timeout, settings.job_stale_after) == (5, 2.5)
     assert settings.allow_bearer_keys
     assert settings.mnist_mirrors == ("https://a.example/", "https://b.example/")
+    assert settings.init_train_args == ("--limit", "5000", "--epochs", "1", "--quiet")
 
 
 @pytest.mark.parametrize("env, message", [
@@ -33,6 +35,7 @@ def test_values_come_from_the_environment():
     ({"MAX_WAIT": "31"}, "MAX_WAIT must be between 0 and 30 seconds"),
     ({"JOB_TIMEOUT": "0"}, "JOB_TIMEOUT must be at least 1 second"),
     ({"JOB_STALE_AFTER": "-1"}, "JOB_STALE_AFTER must be at least 1 second"),
+    ({"INIT_TRAIN_ARGS": "--limit '5000"}, "INIT_TRAIN_ARGS must be shell-style arguments"),
     ({"DIGITSERVE_ENV": "production", "SECRET_KEY": "changeme"}, "SECRET_KEY must be set"),
     ({"DIGITSERVE_ENV": "production", "SECRET_KEY": "x" * 31}, "SECRET_KEY must be set"),
 ])
