@@ -35,7 +35,7 @@ apt_install() {
 
 # 1. the engine: podman with runc (crun fails on hybrid cgroup hierarchies), slirp/netavark networking
 # netavark + aardvark-dns: container networks with DNS, so compose service names resolve
-apt_install podman runc netavark aardvark-dns slirp4netns uidmap iptables \
+apt_install podman runc catatonit netavark aardvark-dns slirp4netns uidmap iptables \
   debootstrap python3-venv ca-certificates
 
 # 2. configuration: runc, cgroupfs, file events, netavark, ulimits within this machine's hard limits
