@@ -134,8 +134,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+SETUP_FAILED: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _one_failure_stops_the_rest(request):
+    """The steps build on each other: after a failure the rest would only fail confusingly."""
+    if SETUP_FAILED:
+        pytest.fail(f"the stack could not be set up: {SETUP_FAILED[0]}", pytrace=False)
+    if request.session.testsfailed and "down" not in request.node.name:
+        pytest.skip("an earlier deploy step failed")
+
+
 @pytest.fixture(scope="module")
 def stack():
+    try:
+        yield from _stack()
+    except BaseException as exc:
+        if not SETUP_FAILED:
+            SETUP_FAILED.append(f"{type(exc).__name__}: {str(exc)[:300]}")
+        raise
+
+
+def _stack():
     if os.geteuid() != 0:
         pytest.fail("the deploy test runs rootful podman: run it as root (CI does)", pytrace=False)
     started = time.monotonic()
