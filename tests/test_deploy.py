@@ -56,6 +56,7 @@ class Stack:
     def __init__(self, env: dict[str, str], port: int):
         self.env = env
         self.url = f"http://127.0.0.1:{port}"
+        self.killed: set[str] = set()
 
     def compose(self, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
         return run(["podman-compose", "-p", PROJECT, *COMPOSE_FILES, *args], self.env, timeout, check)
@@ -359,6 +360,7 @@ def test_a_killed_workers_job_is_run_by_another(stack, client, labelled_pngs):
 
     started = time.monotonic()
     run(["podman", "kill", victim])
+    stack.killed.add(victim)
     stack.wait("every prediction to finish after the kill",
                lambda: all(client.prediction(pid)["status"] == "succeeded" for pid in ids), 90, 1)
     TIMINGS["killed worker's job recovered"] = time.monotonic() - started
@@ -369,7 +371,19 @@ def test_a_killed_workers_job_is_run_by_another(stack, client, labelled_pngs):
     assert right >= 10, results
 
 
-def test_down_removes_containers_volumes_and_networks(stack):
+def test_stop_is_graceful_then_down_removes_containers_volumes_and_networks(stack):
+    # stop: each container gets its stop signal and stop_grace_period; none may need SIGKILL (137)
+    running = [name for name in stack.containers() if name not in stack.killed]
+    started = time.monotonic()
+    stack.compose("stop")
+    TIMINGS["stop"] = time.monotonic() - started
+    codes = {name: run(["podman", "inspect", "-f", "{{.State.ExitCode}}", name]).stdout.strip()
+             for name in running}
+    print(f"exit codes after stop: {codes}")
+    killed = {name: code for name, code in codes.items() if code == "137"}
+    if killed:
+        stack.fail(f"killed after their stop_grace_period instead of stopping on their signal: {killed}")
+
     started = time.monotonic()
     stack.compose("down", "-v", "-t", "30")
     TIMINGS["down"] = time.monotonic() - started
