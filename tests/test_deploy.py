@@ -188,6 +188,7 @@ def _stack():
     }
     stack = Stack(env, port)
     stack.compose("down", "-v", "-t", "5", check=False)  # leftovers of an interrupted run
+    _remove_leftovers()
 
     started = time.monotonic()
     stack.compose("build")
@@ -199,7 +200,18 @@ def _stack():
             print(f"DEPLOY_TEST_KEEP set: stack {PROJECT} left running at {stack.url}")
         else:
             stack.compose("down", "-v", "-t", "10", check=False)
+            _remove_leftovers()
         print("\ndeploy test timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in TIMINGS.items()))
+
+
+def _remove_leftovers() -> None:
+    label = f"label=io.podman.compose.project={PROJECT}"
+    for name in run(["podman", "ps", "-aq", "--filter", label], check=False).stdout.split():
+        run(["podman", "rm", "-f", "-t", "0", name], check=False)
+    run(["podman", "pod", "rm", "-f", f"pod_{PROJECT}"], check=False)
+    for volume in run(["podman", "volume", "ls", "-q", "--filter", label], check=False).stdout.split():
+        run(["podman", "volume", "rm", "-f", volume], check=False)
+    run(["podman", "network", "rm", "-f", f"{PROJECT}_default"], check=False)
 
 
 # -- the tests -----------------------------------------------------------------------------------
@@ -320,6 +332,7 @@ def _worker_names_by_container(stack) -> dict[str, str]:
 
 def test_scaled_to_three_workers_jobs_are_served_by_more_than_one(stack, client, labelled_pngs):
     stack.compose("up", "-d", "--no-deps", "--scale", "worker=3", "worker")
+    stack.env["WORKERS"] = "3"  # podman-compose's stop and down act on the replicas the file asks for
     stack.wait("three worker containers", lambda: len(stack.containers("worker")) == 3, 60, 1)
     stack.wait("three live workers in RQ", lambda: len(set(_worker_names_by_container(stack).values())) == 3,
                120)
@@ -335,15 +348,41 @@ def test_scaled_to_three_workers_jobs_are_served_by_more_than_one(stack, client,
     assert len(by_container) >= 2, by_container
 
 
+def freeze_while_blocked(stack, container: str, attempts: int = 20) -> None:
+    """`podman pause` the worker at a moment its Redis connection is blocked waiting for a job."""
+    address = run(["podman", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                   container]).stdout.strip()
+    assert address, f"no IP address for {container}"
+
+    def blocked() -> bool:
+        for line in stack.redis("CLIENT LIST"):
+            fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+            if fields.get("addr", "").rsplit(":", 1)[0] == address and "b" in fields.get("flags", ""):
+                return True
+        return False
+
+    for _ in range(attempts):
+        run(["podman", "pause", container])
+        if blocked():
+            return
+        run(["podman", "unpause", container])
+        time.sleep(0.5)
+    stack.fail(f"{container} was never seen blocked on the queue")
+
+
 def test_a_killed_workers_job_is_run_by_another(stack, client, labelled_pngs):
     workers = _worker_names_by_container(stack)
     victim = sorted(stack.containers("worker"))[-1]
     victim_workers = {w for w, c in workers.items() if c == victim}
     assert victim_workers, workers
     # Frozen while it waits on the queue, the victim's blocking pop still takes a job from Redis:
-    # that job is now held by a worker that will never run it.
-    run(["podman", "pause", victim])
-    ids = [client.submit([png], wait=0)["id"] for png, _ in labelled_pngs[:12]]
+    # that job is then held by a worker that will never run it.
+    freeze_while_blocked(stack, victim)
+    try:
+        ids = [client.submit([png], wait=0)["id"] for png, _ in labelled_pngs[:12]]
+    except BaseException:
+        run(["podman", "unpause", victim], check=False)
+        raise
 
     def unfinished():
         return [pid for pid in ids if client.prediction(pid)["status"] not in ("succeeded", "failed")]
@@ -355,12 +394,11 @@ def test_a_killed_workers_job_is_run_by_another(stack, client, labelled_pngs):
         return len(seen) > 1 and seen[-1] == seen[-2] and ("settled", seen[-1])
 
     _, held = stack.wait("the live workers to finish all but the frozen worker's jobs", settled, 60, 3)
-    assert held, "the frozen worker took no job"
-    print(f"frozen worker {victim} holds {len(held)} job(s): {held}")
-
     started = time.monotonic()
     run(["podman", "kill", victim])
     stack.killed.add(victim)
+    assert held, "the frozen worker took no job"
+    print(f"frozen worker {victim} held {len(held)} job(s): {held}")
     stack.wait("every prediction to finish after the kill",
                lambda: all(client.prediction(pid)["status"] == "succeeded" for pid in ids), 90, 1)
     TIMINGS["killed worker's job recovered"] = time.monotonic() - started
