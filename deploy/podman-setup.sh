@@ -71,12 +71,12 @@ if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$want" ]; then
   log "wrote $conf (runc, cgroupfs, nofile=$nofile, nproc=$nproc)"
 fi
 
-# 3. podman-compose from PyPI in its own venv, linked onto PATH
+# 3. podman-compose from PyPI in its own venv, linked onto PATH (1.6 is what the deploy test was written against)
 if ! command -v podman-compose >/dev/null 2>&1; then
   log "installing podman-compose into $PODMAN_COMPOSE_VENV"
   python3 -m venv "$PODMAN_COMPOSE_VENV"
   "$PODMAN_COMPOSE_VENV/bin/pip" install --quiet --upgrade pip
-  "$PODMAN_COMPOSE_VENV/bin/pip" install --quiet "podman-compose>=1.0.6"
+  "$PODMAN_COMPOSE_VENV/bin/pip" install --quiet "podman-compose>=1.6,<2"
   ln -sf "$PODMAN_COMPOSE_VENV/bin/podman-compose" /usr/local/bin/podman-compose
 fi
 
