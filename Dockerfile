@@ -2,6 +2,7 @@
 #
 #   docker build -t digitserve .                                           # public slim Python base
 #   podman build --build-arg BASE=localhost/debian:bookworm -t digitserve .  # no registry: local Debian base
+#     (behind a TLS-inspecting proxy add: --secret id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt)
 #
 # BASE is any Debian-like image: one with Python 3.10+ (python:3.11-slim) is used as is;
 # a bare Debian (bookworm: Python 3.11) gets python3 and venv from apt.
