@@ -1,4 +1,5 @@
-# The two commands: `make run` (the platform) and `make test` (the whole suite).
+# The two commands: `make run` (the platform) and `make test` (the whole suite; `make deploy-test`
+# adds the container deployment).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ BIN := $(VENV)/bin
 MNIST_DIR ?= $(if $(wildcard ../shared/data/mnist/*),../shared/data/mnist,data/mnist)
 export MNIST_DIR
 
-.PHONY: run test install bench clean
+.PHONY: run test deploy-test install bench clean
 
 $(BIN)/digitserve: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +22,11 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The real deployment (root): podman + podman-compose, images from a local Debian base, the
+# compose stack up, scaled, a worker killed, down. See README "Deploying with docker compose".
+deploy-test: install
+	$(BIN)/python -m pytest -m deploy -s tests/test_deploy.py
 
 bench: install
 	$(BIN)/python bench/accuracy.py

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -82,6 +83,8 @@ class Settings:
     rate_limit_burst: int = env("RATE_LIMIT_BURST", 30)
     login_max_failures: int = env("LOGIN_MAX_FAILURES", 5)
     login_lockout_seconds: int = env("LOGIN_LOCKOUT_SECONDS", 60)
+    # extra `digitserve train mlp` arguments (shell words) for the default model `digitserve init` trains
+    init_train_args: str = env("INIT_TRAIN_ARGS", "")
     # which prefix Redis keys get (tests isolate themselves with it)
     redis_prefix: str = env("REDIS_PREFIX", "ds:")
 
@@ -94,6 +97,12 @@ class Settings:
     @property
     def production(self) -> bool:
         return self.environment == "production"
+
+    def init_train_argv(self) -> tuple[str, ...]:
+        try:
+            return tuple(shlex.split(self.init_train_args))
+        except ValueError as exc:
+            raise SettingsError(f"INIT_TRAIN_ARGS must be shell-style arguments: {exc}") from None
 
     def serving_threads(self) -> int:
         """TensorFlow threads for a web or worker process (they share the cores)."""
@@ -145,6 +154,7 @@ class Settings:
             raise SettingsError("WEB_ACCEPT_QUEUE must be at least 1")
         if self.job_stale_after < 1:
             raise SettingsError("JOB_STALE_AFTER must be at least 1 second")
+        self.init_train_argv()
         if self.metrics not in ("off", "token", "open"):
             raise SettingsError("METRICS must be off, token or open")
         if self.metrics == "token" and len(self.metrics_token) < 16:

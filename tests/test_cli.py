@@ -132,24 +132,31 @@ def test_train_family_choices_are_the_family_records(capsys):
 def test_compose_runs_the_same_commands_as_the_local_run():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"mysql", "redis", "init", "web", "worker"} <= set(services)
+    assert {"mysql", "redis", "init", "web", "worker", "nginx"} <= set(services)
     parser = build_parser()
     commands = {name: services[name]["command"] for name in ("init", "web", "worker")}
     assert commands == {"init": ["init"], "web": ["serve"], "worker": ["worker"]}
     for argv in commands.values():
         parser.parse_args(argv)  # each is a real subcommand
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert 'ENTRYPOINT ["digitserve"]' in dockerfile
+    assert 'ENTRYPOINT ["digitserve"]' in dockerfile and re.search(r"^USER digitserve$", dockerfile, re.M)
+    assert re.search(r"^ARG BASE=python:3\.\d+-slim$", dockerfile, re.M) and "HEALTHCHECK" in dockerfile
     for name in ("web", "worker", "init"):
         env = services[name]["environment"]
         assert env["DATABASE_URL"].startswith("mysql+pymysql://") and "@mysql:3306/" in env["DATABASE_URL"]
-        assert env["REDIS_URL"] == "redis://redis:6379/0"
-        assert env["DIGITSERVE_ENV"] == "production" and "SECRET_KEY" in env
+        assert env["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD") and env["REDIS_URL"].endswith("@redis:6379/0")
+        assert env["DIGITSERVE_ENV"] == "production" and env["SECRET_KEY"].startswith("${SECRET_KEY:?")
     assert services["web"]["depends_on"]["init"]["condition"] == "service_completed_successfully"
-    assert services["worker"]["deploy"]["replicas"] >= 1
-    assert "8080:8080" in services["web"]["ports"]
+    assert "readyz" in " ".join(services["web"]["healthcheck"]["test"])
+    assert services["worker"]["deploy"]["replicas"]
+    # nginx is the only published port
+    assert [name for name, service in services.items() if service.get("ports")] == ["nginx"]
     for copied in re.findall(r"^COPY (\S+) ", dockerfile, re.M):
         assert (ROOT / copied).exists(), copied
+    # every variable the compose file reads is listed in .env.example
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]+)", (ROOT / "docker-compose.yml").read_text()))
+    assert used <= listed, used - listed
     makefile = (ROOT / "Makefile").read_text()
     assert "digitserve run" in makefile
 

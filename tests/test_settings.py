@@ -19,12 +19,14 @@ def test_values_come_from_the_environment():
     settings = Settings.from_env({
         "VAR_DIR": "/srv/ds", "JOB_TIMEOUT": "5", "JOB_STALE_AFTER": "2.5", "ALLOW_BEARER_KEYS": "yes",
         "MNIST_MIRRORS": " https://a.example/ , https://b.example/ ",
+        "INIT_TRAIN_ARGS": "--limit 5000 --epochs 1 --quiet",
     })
     assert settings.database_url == "sqlite:////srv/ds/digitserve.db"
     assert settings.model_cache_dir == Path("/srv/ds/models")
     assert (settings.job_timeout, settings.job_stale_after) == (5, 2.5)
     assert settings.allow_bearer_keys
     assert settings.mnist_mirrors == ("https://a.example/", "https://b.example/")
+    assert settings.init_train_argv() == ("--limit", "5000", "--epochs", "1", "--quiet")
 
 
 @pytest.mark.parametrize("env, message", [
@@ -36,6 +38,7 @@ def test_values_come_from_the_environment():
     ({"WEB_READ_TIMEOUT": "0"}, "WEB_READ_TIMEOUT must be positive"),
     ({"WEB_READ_TIMEOUT": "10", "WEB_REQUEST_DEADLINE": "5"}, "WEB_REQUEST_DEADLINE at least as long"),
     ({"WEB_ACCEPT_QUEUE": "0"}, "WEB_ACCEPT_QUEUE must be at least 1"),
+    ({"INIT_TRAIN_ARGS": "--limit '5000"}, "INIT_TRAIN_ARGS must be shell-style arguments"),
     ({"DIGITSERVE_ENV": "production", "SECRET_KEY": "changeme"}, "SECRET_KEY must be set"),
     ({"DIGITSERVE_ENV": "production", "SECRET_KEY": "x" * 31}, "SECRET_KEY must be set"),
 ])

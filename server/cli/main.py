@@ -115,7 +115,7 @@ def cmd_run(args, settings: Settings) -> int:
 def cmd_init(args, settings: Settings) -> int:
     from server.cli.local import prepare
 
-    prepare(settings)
+    prepare(settings, train_args=settings.init_train_argv())
     return 0
 
 
