@@ -67,6 +67,7 @@ class Settings:
     db_pool_size: int = env("DB_POOL_SIZE", 20)
     db_timeout: float = env("DB_TIMEOUT", 5.0)  # connect, read, write and pool waits on the database
     log_requests: bool = env("LOG_REQUESTS", False)
+    log_format: str = env("LOG_FORMAT", "text")  # text, or json: one object a line with request ids
     metrics: str = env("METRICS", "off")  # /metrics on the web port: off, token (METRICS_TOKEN) or open
     metrics_token: str = env("METRICS_TOKEN", "")
     metrics_port: int = env("METRICS_PORT", 0)  # >0: /metrics served openly on this port of its own
@@ -155,6 +156,8 @@ class Settings:
         if self.job_stale_after < 1:
             raise SettingsError("JOB_STALE_AFTER must be at least 1 second")
         self.init_train_argv()
+        if self.log_format not in ("text", "json"):
+            raise SettingsError("LOG_FORMAT must be text or json")
         if self.metrics not in ("off", "token", "open"):
             raise SettingsError("METRICS must be off, token or open")
         if self.metrics == "token" and len(self.metrics_token) < 16:

@@ -349,3 +349,10 @@ def test_concurrent_v2_requests_share_one_network_call(services, registered_mlp,
         assert answer["outputs"][0]["shape"] == [2, 10]
         np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]), alone[digit], atol=1e-5)
     assert calls() - before < 6  # fewer network calls than requests
+
+
+def test_every_answer_carries_a_request_id(app):
+    assert app.get("/healthz", headers={"X-Request-ID": "trace-123"}).headers["X-Request-ID"] == "trace-123"
+    made_up = app.get("/healthz", headers={"X-Request-ID": "bad id with spaces"}).headers["X-Request-ID"]
+    assert made_up != "bad id with spaces" and len(made_up) == 16
+    assert app.get("/nope", expect_errors=True).headers["X-Request-ID"]

@@ -73,3 +73,18 @@ def test_to_env_is_read_back_unchanged(tmp_path):
 def test_tensorflow_threads_one_setting_two_defaults():
     assert (Settings().serving_threads(), Settings().training_threads() >= 1) == (1, True)
     assert (Settings(tf_threads=3).serving_threads(), Settings(tf_threads=3).training_threads()) == (3, 3)
+
+
+def test_json_logs_carry_the_request_id():
+    import json
+    import logging
+
+    from core import logs
+
+    record = logging.LogRecord("digitserve.web", logging.WARNING, __file__, 1, "slow %s", ("db",), None)
+    record.request_id, record.prediction_id = "req-42", "ab12"
+    entry = json.loads(logs.JsonFormatter().format(record))
+    assert entry["message"] == "slow db" and entry["level"] == "WARNING"
+    assert (entry["request_id"], entry["prediction_id"]) == ("req-42", "ab12")
+    with pytest.raises(SettingsError, match="LOG_FORMAT"):
+        Settings.from_env({"LOG_FORMAT": "xml"})

@@ -85,30 +85,30 @@ def cmd_models(args, settings: Settings) -> int:
     return 0
 
 
-def _logging(level: str = "INFO") -> None:
-    import logging
+def _logging(settings: Settings) -> None:
+    from core import logs
 
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format)
 
 
 def cmd_serve(args, settings: Settings) -> int:
     from server.web.httpd import serve
 
-    _logging()
+    _logging(settings)
     return serve(settings.with_secret())
 
 
 def cmd_worker(args, settings: Settings) -> int:
     from server.cli.worker import run_worker
 
-    _logging()
+    _logging(settings)
     return run_worker(settings.with_secret(), burst=args.burst)
 
 
 def cmd_run(args, settings: Settings) -> int:
     from server.cli.local import run_all
 
-    _logging()
+    _logging(settings)
     return run_all(settings.with_secret())
 
 

@@ -6,11 +6,14 @@ connects until the first request.
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
 from importlib.metadata import PackageNotFoundError, version
 
 from PIL import Image
 
+from core import logs
 from core.settings import Settings
 from server.services.bootstrap import Services, build
 from server.web import ops, policy, v1, v2
@@ -19,6 +22,7 @@ from server.web.http import Request, Response, Router, error_response, json_resp
 from server.web.metrics import WebMetrics
 
 log = logging.getLogger("digitserve.web")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -43,6 +47,9 @@ class App:
     def handle(self, req: Request) -> Response:
         started = time.perf_counter()
         route_name, style = "unmatched", "v1"
+        sent = req.headers.get("X-Request-ID", "")
+        rid = sent if REQUEST_ID.match(sent) else uuid.uuid4().hex[:16]
+        token = logs.request_id.set(rid)
         try:
             route, params = self.router.match(req.method, req.path)
             route_name, style = route.name, route.errors
@@ -51,8 +58,10 @@ class App:
             response = result if isinstance(result, Response) else json_response(result)
         except Exception as exc:
             response = error_response(exc, style)
+        finally:
+            logs.request_id.reset(token)
         self.metrics.observe(req.method, route_name, response.status, time.perf_counter() - started)
-        response.headers = {**SECURITY_HEADERS, **response.headers}
+        response.headers = {**SECURITY_HEADERS, "X-Request-ID": rid, **response.headers}
         return response
 
 
