@@ -157,6 +157,14 @@ def test_compose_runs_the_same_commands_as_the_local_run():
     listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
     used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]+)", (ROOT / "docker-compose.yml").read_text()))
     assert used <= listed, used - listed
+    # and every setting reaches the application containers (VAR_DIR and REDIS_PREFIX are fixed by the image)
+    from dataclasses import fields
+
+    from core.settings import Settings
+
+    settings = {f.metadata["env"] for f in fields(Settings)} - {"VAR_DIR", "REDIS_PREFIX"}
+    passed = set(compose["x-app-env"]) | set(services["web"]["environment"])
+    assert settings <= passed, settings - passed
     makefile = (ROOT / "Makefile").read_text()
     assert "digitserve run" in makefile
 
