@@ -83,6 +83,30 @@ _WORK_MAX_SIDE = 1024
 # Below this contrast (fraction of the full intensity range) an image is blank.
 _MIN_CONTRAST = 0.05
 
+# Background estimate: a closing _BG_KERNEL of the picture wide (wider than any
+# pen stroke, even a marker on a tight canvas) on a copy at most _BG_GRID px.
+_BG_GRID = 96
+_BG_KERNEL = 0.3
+
+# Ink: at least this much darker than the paper (relative), and above its noise.
+_MIN_INK = 0.04
+_INK_OF_PEAK = 0.3
+
+# Lines: cover at least _LINE_SPAN of the picture's width (height), tilted by
+# at most _LINE_TILT (a slope); not looked for in pictures smaller than
+# _LINE_MIN_SIDE (a 28x28 digit has no ruling).
+_LINE_SPAN = 0.6
+_LINE_TILT = 0.05
+_LINE_MIN_SIDE = 64
+
+# The digit: its main piece spans at least _MIN_DIGIT_FRACTION of the picture's
+# long side (and _MIN_DIGIT_PX); other pieces join it when they carry at least
+# _MIN_PIECE of its ink and lie within _NEAR of its size.
+_MIN_DIGIT_FRACTION = 0.02
+_MIN_DIGIT_PX = 4
+_MIN_PIECE = 0.02
+_NEAR = 0.25
+
 
 class ImageError(DomainError):
     """An uploaded image that cannot be used; the subclass says why."""
@@ -311,36 +335,357 @@ def _border(arr: np.ndarray) -> np.ndarray:
     )
 
 
-def _ink(gray: np.ndarray) -> np.ndarray:
-    """Grayscale in [0, 1] -> ink map in [0, 1], white (1) digit on black (0)."""
+def _paper_light(gray: np.ndarray) -> np.ndarray:
+    """Grayscale of either polarity -> the same picture with light paper and dark ink.
+
+    The paper is what the border (and, when the border is inconclusive, the
+    majority) shows.
+    """
     lo, hi = float(gray.min()), float(gray.max())
     if hi - lo < _MIN_CONTRAST:
         raise _blank("The image is blank: it has no visible digit (uniform colour).")
-
-    # Polarity: the background is what the border (and the majority) shows.
-    border = _border(gray)
     mid = 0.5 * (lo + hi)
-    bg = float(np.median(border))
+    bg = float(np.median(_border(gray)))
     if abs(bg - mid) < 0.15 * (hi - lo):  # border inconclusive: ask the majority
-        border = gray.ravel()
-        bg = float(np.median(border))
-    if bg > mid:  # dark on light -> invert
-        gray = np.float32(1.0) - gray
-        border = np.float32(1.0) - border
-        bg = 1.0 - bg
+        step = max(1, int(math.sqrt(gray.size / 100_000)))
+        bg = float(np.median(gray[::step, ::step]))
+    if bg < mid:  # light on dark -> invert
+        return np.float32(1.0) - gray
+    return gray
 
-    # Background level and its noise; the ink must stand out of both.
-    peak = float(gray.max())
-    contrast = peak - bg
-    sigma = 1.4826 * float(np.median(np.abs(border - np.float32(bg))))
-    if contrast < _MIN_CONTRAST or contrast < 4.0 * sigma:
-        raise _blank("The image is blank: no digit stands out from the background.")
 
-    # Subtract the background plus a light noise floor, stretch to [0, 1].
-    floor = bg + max(0.1 * contrast, 3.0 * sigma)
-    ink = (gray - np.float32(floor)) * np.float32(1.0 / (peak - floor))
+# --------------------------------------------------------------------------- #
+# Background: the paper's own brightness, lighting and shadows included
+# --------------------------------------------------------------------------- #
+def _odd(n: float) -> int:
+    n = max(3, int(round(n)))
+    return n if n % 2 else n + 1
+
+
+def _window(arr: np.ndarray, k: int, axis: int, reduce) -> np.ndarray:
+    """Separable 1-D sliding max/min of width k along ``axis`` (edges repeated)."""
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (k // 2, k // 2)
+    view = np.lib.stride_tricks.sliding_window_view(np.pad(arr, pad, mode="edge"), k, axis=axis)
+    return reduce(view, axis=-1)
+
+
+def _closing(arr: np.ndarray, k: int) -> np.ndarray:
+    """Grey closing with a k x k square: removes dark structures narrower than k."""
+    for reduce in (np.max, np.min):
+        arr = _window(_window(arr, k, 0, reduce), k, 1, reduce)
+    return arr
+
+
+def _background(paper: np.ndarray) -> np.ndarray:
+    """The paper's brightness at every pixel, without the ink.
+
+    Lighting and shadows vary slowly, pen strokes are narrow: a closing wider
+    than any stroke (a fraction of the picture) on a coarse copy keeps the
+    paper and drops the ink; ramps and soft shadow edges survive a closing.
+    """
+    h, w = paper.shape
+    f = max(1, math.ceil(max(h, w) / _BG_GRID))
+    coarse = Image.fromarray(paper, "F")
+    if f > 1:
+        coarse = coarse.reduce(f)
+    small = np.asarray(coarse, dtype=np.float32)
+    closed = _closing(small, _odd(_BG_KERNEL * max(small.shape)))
+    if f == 1:
+        return closed
+    back = Image.fromarray(np.ascontiguousarray(closed), "F").resize((w, h), Image.Resampling.BILINEAR)
+    return np.maximum(np.asarray(back, dtype=np.float32), paper)
+
+
+def _ink_map(paper: np.ndarray) -> np.ndarray:
+    """Light paper, dark ink -> ink map in [0, 1]: how much darker than its paper each pixel is.
+
+    Relative darkness (1 - pixel / paper) is what the pen did, whatever the
+    light: the same stroke in a shadow is as dark relative to the paper there.
+    Very dark "paper" (a table beyond the sheet) is not allowed to amplify its noise.
+    """
+    back = _background(paper)
+    floor = np.float32(0.4 * float(np.percentile(back[::4, ::4], 90)) + 1e-3)
+    ink = (back - paper) / np.maximum(back, floor)
     np.clip(ink, 0.0, 1.0, out=ink)
     return ink
+
+
+# --------------------------------------------------------------------------- #
+# Run-length helpers (connected ink without scipy)
+# --------------------------------------------------------------------------- #
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Horizontal runs of True: (row, start, end exclusive), in row-major order."""
+    m = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
+    m[:, 1:-1] = mask
+    d = np.diff(m, axis=1)
+    rows, starts = np.nonzero(d == 1)
+    _, ends = np.nonzero(d == -1)
+    return rows, starts, ends
+
+
+def _paint(shape: tuple[int, int], rows, starts, ends) -> np.ndarray:
+    """Runs -> boolean mask."""
+    h, w = shape
+    d = np.zeros((h, w + 1), dtype=np.int32)
+    np.add.at(d, (rows, starts), 1)
+    np.add.at(d, (rows, ends), -1)
+    return np.cumsum(d, axis=1)[:, :w] > 0
+
+
+def _run_length_at(mask: np.ndarray) -> np.ndarray:
+    """For each pixel, the length of the horizontal run of True it belongs to (0 off the mask)."""
+    rows, starts, ends = _runs(mask)
+    h, w = mask.shape
+    d = np.zeros((h, w + 1), dtype=np.int32)
+    lengths = (ends - starts).astype(np.int32)
+    np.add.at(d, (rows, starts), lengths)
+    np.add.at(d, (rows, ends), -lengths)
+    return np.cumsum(d, axis=1)[:, :w]
+
+
+def _components(mask: np.ndarray):
+    """8-connected components of a mask, as runs: (rows, starts, ends, label per run).
+
+    Runs in neighbouring rows that touch are joined with a vectorised
+    union-find (hook roots to the smaller root, then compress paths).
+    """
+    rows, starts, ends = _runs(mask)
+    n = len(rows)
+    if n == 0:
+        return rows, starts, ends, np.zeros(0, dtype=np.int64)
+    stride = mask.shape[1] + 2
+    key_start = rows * stride + starts
+    key_end = rows * stride + ends
+    # runs of the previous row touching run j: end >= start_j and start <= end_j
+    lo = np.searchsorted(key_end, (rows - 1) * stride + starts, side="left")
+    hi = np.searchsorted(key_start, (rows - 1) * stride + ends, side="right")
+    count = np.maximum(hi - lo, 0)
+    b = np.repeat(np.arange(n), count)
+    a = np.repeat(lo, count) + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))
+    parent = np.arange(n)
+    while len(a):
+        pa, pb = parent[a], parent[b]
+        differ = pa != pb
+        if not differ.any():
+            break
+        np.minimum.at(parent, np.maximum(pa, pb)[differ], np.minimum(pa, pb)[differ])
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+    return rows, starts, ends, parent
+
+
+# --------------------------------------------------------------------------- #
+# Lines: ruling, grids, margins, frames and sheet edges
+# --------------------------------------------------------------------------- #
+def _line_pixels(mask: np.ndarray) -> np.ndarray:
+    """Pixels of long, thin, nearly horizontal lines (transpose for vertical ones).
+
+    A line is thin and crosses most of the picture (at least _LINE_SPAN of
+    its width) at a slight tilt; a digit's own strokes are shorter than that,
+    and where a stroke crosses a line the ink is thicker than the line there,
+    so the crossing stays.
+    """
+    h, w = mask.shape
+    thickness = _run_length_at(mask.T).T  # vertical extent of the ink through each pixel
+    ys, xs = np.nonzero(mask & (thickness <= _line_thickness(mask.shape)))
+    out = np.zeros_like(mask)
+    if len(ys) < _LINE_SPAN * w:
+        return out
+    # Count thin ink along slightly tilted rows; bins a few px tall, tilts
+    # close enough that a straight line stays within one bin across the picture.
+    bin_px = max(3, w // 150)
+    step = bin_px / w
+    found = np.zeros(len(ys), dtype=bool)
+    for tilt in np.arange(-_LINE_TILT, _LINE_TILT + step / 2, step):
+        shifted = ys - xs * tilt
+        shifted -= shifted.min()
+        for offset in (0, bin_px // 2):
+            r = ((shifted + offset) // bin_px).astype(np.int64)
+            found |= np.bincount(r)[r] >= _LINE_SPAN * w
+    out[ys[found], xs[found]] = True
+    return out
+
+
+def _line_thickness(shape: tuple[int, int]) -> int:
+    return max(4, round(0.01 * max(shape)))
+
+
+def _lines(mask: np.ndarray) -> np.ndarray:
+    """Ruling, grid, margin, frame and sheet-edge line pixels of an ink mask."""
+    if min(mask.shape) < _LINE_MIN_SIDE:
+        return np.zeros_like(mask)
+    return _line_pixels(mask) | _line_pixels(mask.T).T
+
+
+# --------------------------------------------------------------------------- #
+# Thresholding and choosing the digit's connected ink
+# --------------------------------------------------------------------------- #
+def _noise(ink: np.ndarray) -> tuple[float, float]:
+    """Paper level (median) and pixel noise of the ink map, on a sample.
+
+    The noise comes from differences of neighbouring pixels (robust: MAD), so
+    a paper pattern or a shadow, which change slowly, do not count as noise.
+    """
+    step = max(1, int(math.sqrt(ink.size / 200_000)))
+    sample = ink[::step]
+    med = float(np.median(sample[:, ::step]))
+    diff = np.abs(sample[:, 1:] - sample[:, :-1])
+    return med, 1.4826 * float(np.median(diff)) / math.sqrt(2.0)
+
+
+class _Pieces:
+    """Connected ink pieces with the statistics the choice needs."""
+
+    def __init__(self, mask: np.ndarray, ink: np.ndarray):
+        self.shape = mask.shape
+        self.rows, self.starts, self.ends, labels = _components(mask)
+        roots, self.label = np.unique(labels, return_inverse=True)
+        n = len(roots)
+        self.area = np.bincount(self.label, weights=self.ends - self.starts, minlength=n)
+        csum = np.zeros((ink.shape[0], ink.shape[1] + 1), dtype=np.float64)
+        np.cumsum(ink, axis=1, out=csum[:, 1:])
+        run_mass = csum[self.rows, self.ends] - csum[self.rows, self.starts]
+        self.mass = np.bincount(self.label, weights=run_mass, minlength=n)
+        run_peak = np.zeros(len(self.rows))
+        self.r0 = np.full(n, 1 << 30)
+        self.r1 = np.full(n, -1)
+        self.c0 = np.full(n, 1 << 30)
+        self.c1 = np.full(n, -1)
+        np.minimum.at(self.r0, self.label, self.rows)
+        np.maximum.at(self.r1, self.label, self.rows)
+        np.minimum.at(self.c0, self.label, self.starts)
+        np.maximum.at(self.c1, self.label, self.ends - 1)
+        del run_peak
+
+    def __len__(self) -> int:
+        return len(self.area)
+
+    def extent(self) -> np.ndarray:
+        return np.maximum(self.r1 - self.r0, self.c1 - self.c0) + 1
+
+    def cut_by_border(self) -> np.ndarray:
+        """Pieces lying along the picture's edge (not merely touching it with a stub)."""
+        h, w = self.shape
+        on_edge = np.where((self.rows == 0) | (self.rows == h - 1), self.ends - self.starts, 0)
+        on_edge = on_edge + (self.starts == 0) + (self.ends == w)
+        contact = np.bincount(self.label, weights=on_edge, minlength=len(self))
+        return contact >= max(_MIN_DIGIT_PX, 0.05 * min(h, w))
+
+    def gap(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        """Chebyshev distance between each piece's box and ``box`` (0 when they overlap)."""
+        r0, r1, c0, c1 = box
+        dy = np.maximum(np.maximum(r0 - self.r1, self.r0 - r1), 0)
+        dx = np.maximum(np.maximum(c0 - self.c1, self.c0 - c1), 0)
+        return np.maximum(dy, dx)
+
+    def box(self, i: int) -> tuple[int, int, int, int]:
+        return int(self.r0[i]), int(self.r1[i]), int(self.c0[i]), int(self.c1[i])
+
+    def mask(self, chosen: np.ndarray) -> np.ndarray:
+        keep = chosen[self.label]
+        return _paint(self.shape, self.rows[keep], self.starts[keep], self.ends[keep])
+
+
+def _is_frame(p: _Pieces, i: int) -> bool:
+    """A drawn frame or box around the digit: hollow, with sizeable ink inside it."""
+    r0, r1, c0, c1 = p.box(i)
+    mh, mw = (r1 - r0) // 6, (c1 - c0) // 6
+    inner = (p.r0 > r0 + mh) & (p.r1 < r1 - mh) & (p.c0 > c0 + mw) & (p.c1 < c1 - mw)
+    inside = inner & (p.mass >= 0.1 * p.mass[i])
+    if not inside.any():
+        return False
+    fill = p.area[i] / float((r1 - r0 + 1) * (c1 - c0 + 1))
+    return fill < 0.2
+
+
+def _choose_digit(p: _Pieces) -> np.ndarray:
+    """Which pieces form the digit: the main piece plus the pieces close to it."""
+    n = len(p)
+    long_side = max(p.shape)
+    big_enough = p.extent() >= max(_MIN_DIGIT_PX, _MIN_DIGIT_FRACTION * long_side)
+    candidates = big_enough.copy()
+    # A digit is rarely cut by the picture's edge; shadows, tables and sheet
+    # edges are. Prefer pieces inside the picture when there are any.
+    inside = candidates & ~p.cut_by_border()
+    if inside.any():
+        candidates = inside
+    order = np.argsort(-np.where(candidates, p.mass, -1.0))
+    main = -1
+    for i in order:
+        if not candidates[i]:
+            break
+        if not _is_frame(p, int(i)):
+            main = int(i)
+            break
+    chosen = np.zeros(n, dtype=bool)
+    if main < 0:
+        return chosen
+    chosen[main] = True
+    r0, r1, c0, c1 = p.box(main)
+    # Pieces of the same digit (a broken 5, a two-stroke 4) lie within a
+    # fraction of the digit's size; specks and far marks do not.
+    worth = (p.mass >= _MIN_PIECE * p.mass[main]) & ~chosen
+    while True:
+        size = max(r1 - r0, c1 - c0) + 1
+        near = worth & ~chosen & (p.gap((r0, r1, c0, c1)) <= _NEAR * size)
+        # ... and are no bigger than the digit: a frame or a sheet edge around it is.
+        near &= (p.mass <= p.mass[main]) & (p.extent() <= 1.2 * size)
+        if not near.any():
+            return chosen
+        chosen |= near
+        r0, r1 = min(r0, int(p.r0[near].min())), max(r1, int(p.r1[near].max()))
+        c0, c1 = min(c0, int(p.c0[near].min())), max(c1, int(p.c1[near].max()))
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    """3x3 binary dilation."""
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    grown = out.copy()
+    grown[:, 1:] |= out[:, :-1]
+    grown[:, :-1] |= out[:, 1:]
+    return grown
+
+
+def _digit_ink(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """Grayscale in [0, 1] -> (ink of the digit only, white on black in [0, 1], quality).
+
+    Paper and lighting out (background estimate), ink thresholded against the
+    paper's noise, lines removed, the digit's connected ink chosen, contrast
+    stretched. Raises blank_image when no digit-like ink is left.
+    """
+    ink = _ink_map(_paper_light(gray))
+    paper, sigma = _noise(ink)
+    # Ink stands out of the paper's noise, and - so that a paper pattern or
+    # faint ruling does not join the strokes - reaches a fair part of the
+    # darkest ink's strength (the darkest per mille: a few specks do not count).
+    peak = float(np.percentile(ink[::2, ::2], 99.9)) if ink.size > 4096 else float(ink.max())
+    noise_floor = paper + max(4.0 * sigma, _MIN_INK)
+    low = max(noise_floor, paper + _INK_OF_PEAK * (peak - paper))
+    # Lines are looked for in all the ink above the noise, where they are whole.
+    mask = (ink > low) & ~_lines(ink > noise_floor)
+    if not mask.any():
+        raise _blank("The image is blank: no digit stands out from the paper.")
+    pieces = _Pieces(mask, ink)
+    chosen = _choose_digit(pieces)
+    if not chosen.any():
+        raise _blank("The image is blank: only specks or lines, no digit.")
+    digit = pieces.mask(chosen)
+    level = float(np.percentile(ink[digit], 90))
+    if level - paper < max(_MIN_CONTRAST, 5.0 * sigma):
+        raise _blank("The image is blank: no digit stands out from the paper.")
+    region = _dilate(digit)
+    floor = paper + 0.5 * (low - paper)
+    out = np.where(region, (ink - np.float32(floor)) * np.float32(1.0 / (level - floor)), np.float32(0.0))
+    np.clip(out, 0.0, 1.0, out=out)
+    separation = min(1.0, max(0.0, ((level - paper) / max(sigma, 1e-3) - 4.0) / 16.0))
+    share = float(pieces.mass[chosen].sum() / max(pieces.mass.sum(), 1e-9))
+    return out.astype(np.float32), round(separation * share, 3)
 
 
 def _bbox(ink: np.ndarray) -> tuple[int, int, int, int]:
@@ -399,6 +744,11 @@ def _fit_and_centre(ink: np.ndarray) -> np.ndarray:
 
 
 def preprocess_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Uploaded image bytes -> ``(28, 28) uint8`` (see :func:`preprocess_with_quality`)."""
+    return preprocess_with_quality(data, max_pixels)[0]
+
+
+def preprocess_with_quality(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, float]:
     """Uploaded image bytes -> ``(28, 28) uint8``, white digit on black, like raw MNIST.
 
     Raises :class:`ImageError`: 415 for an unsupported type, 413 when the image
@@ -418,7 +768,8 @@ def preprocess_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise _unreadable(
             f"The {kind.upper()} image uses a colour mode ({im.mode}) that cannot be read."
         ) from exc
-    return _fit_and_centre(_ink(gray))
+    digit, quality = _digit_ink(gray)
+    return _fit_and_centre(digit), quality
 
 
 # --------------------------------------------------------------------------- #
