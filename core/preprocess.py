@@ -105,6 +105,10 @@ _LINE_MIN_SIDE = 64
 _MIN_DIGIT_FRACTION = 0.02
 _MIN_DIGIT_PX = 4
 _MIN_PIECE = 0.02
+
+# A pen stroke's edge: the ink right outside the main piece must be lower than
+# inside it by at least this share of the piece's own contrast.
+_SHARPNESS = 0.5
 _NEAR = 0.25
 
 
@@ -363,18 +367,25 @@ def _odd(n: float) -> int:
 
 
 def _window(arr: np.ndarray, k: int, axis: int, reduce) -> np.ndarray:
-    """Separable 1-D sliding max/min of width k along ``axis`` (edges repeated)."""
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (k // 2, k // 2)
-    view = np.lib.stride_tricks.sliding_window_view(np.pad(arr, pad, mode="edge"), k, axis=axis)
-    return reduce(view, axis=-1)
+    """Separable 1-D sliding max/min of width k along ``axis`` (the output is k - 1 shorter)."""
+    return reduce(np.lib.stride_tricks.sliding_window_view(arr, k, axis=axis), axis=-1)
 
 
 def _closing(arr: np.ndarray, k: int) -> np.ndarray:
-    """Grey closing with a k x k square: removes dark structures narrower than k."""
+    """Grey closing with a k x k square: removes dark structures narrower than k.
+
+    The picture is first extended by point reflection, which continues a
+    brightness ramp past the edge (plain edge padding would make the paper
+    brighter than it is wherever the light falls off towards the edge); the
+    extension is capped at the paper's brightest level so that ink near the
+    edge does not reflect into overbright paper.
+    """
+    p = k - 1
+    padded = np.pad(arr, p, mode="reflect", reflect_type="odd") if min(arr.shape) > p else np.pad(arr, p, mode="edge")
+    np.minimum(padded, np.float32(np.percentile(arr, 99)), out=padded)
     for reduce in (np.max, np.min):
-        arr = _window(_window(arr, k, 0, reduce), k, 1, reduce)
-    return arr
+        padded = _window(_window(padded, k, 0, reduce), k, 1, reduce)
+    return padded
 
 
 def _background(paper: np.ndarray) -> np.ndarray:
@@ -481,8 +492,11 @@ def _components(mask: np.ndarray):
 # --------------------------------------------------------------------------- #
 # Lines: ruling, grids, margins, frames and sheet edges
 # --------------------------------------------------------------------------- #
-def _line_pixels(mask: np.ndarray) -> np.ndarray:
-    """Pixels of long, thin, nearly horizontal lines (transpose for vertical ones).
+def _line_pixels(mask: np.ndarray, faint: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` on long, thin, nearly horizontal lines (transpose for vertical ones).
+
+    ``faint`` (a superset of ``mask``: all ink above the noise) is where a
+    line is whole and is counted; thickness is measured in ``mask``.
 
     A line is thin and crosses most of the picture (at least _LINE_SPAN of
     its width) at a slight tilt; a digit's own strokes are shorter than that,
@@ -491,7 +505,7 @@ def _line_pixels(mask: np.ndarray) -> np.ndarray:
     """
     h, w = mask.shape
     thickness = _run_length_at(mask.T).T  # vertical extent of the ink through each pixel
-    ys, xs = np.nonzero(mask & (thickness <= _line_thickness(mask.shape)))
+    ys, xs = np.nonzero(faint & (thickness <= _line_thickness(mask.shape)))
     out = np.zeros_like(mask)
     if len(ys) < _LINE_SPAN * w:
         return out
@@ -507,18 +521,18 @@ def _line_pixels(mask: np.ndarray) -> np.ndarray:
             r = ((shifted + offset) // bin_px).astype(np.int64)
             found |= np.bincount(r)[r] >= _LINE_SPAN * w
     out[ys[found], xs[found]] = True
-    return out
+    return out & mask
 
 
 def _line_thickness(shape: tuple[int, int]) -> int:
     return max(4, round(0.01 * max(shape)))
 
 
-def _lines(mask: np.ndarray) -> np.ndarray:
-    """Ruling, grid, margin, frame and sheet-edge line pixels of an ink mask."""
+def _without_lines(mask: np.ndarray, faint: np.ndarray) -> np.ndarray:
+    """The ink mask without ruling, grid, margin, frame and sheet-edge lines."""
     if min(mask.shape) < _LINE_MIN_SIDE:
-        return np.zeros_like(mask)
-    return _line_pixels(mask) | _line_pixels(mask.T).T
+        return mask
+    return mask & ~(_line_pixels(mask, faint) | _line_pixels(mask.T, faint.T).T)
 
 
 # --------------------------------------------------------------------------- #
@@ -602,7 +616,26 @@ def _is_frame(p: _Pieces, i: int) -> bool:
     return fill < 0.2
 
 
-def _choose_digit(p: _Pieces) -> np.ndarray:
+def _is_soft(p: _Pieces, i: int, ink: np.ndarray, paper: float) -> bool:
+    """A smooth darkening (the leftover of a shadow or vignette), not a pen stroke.
+
+    A stroke's ink drops to the paper right outside it; a shadow's leftover
+    fades out, so the ring just outside it is nearly as dark as it is inside.
+    """
+    r0, r1, c0, c1 = p.box(i)
+    h, w = p.shape
+    t, l = max(0, r0 - 3), max(0, c0 - 3)
+    b, r = min(h, r1 + 4), min(w, c1 + 4)
+    own = p.label == i
+    piece = _paint((b - t, r - l), p.rows[own] - t, p.starts[own] - l, p.ends[own] - l)
+    ring = _dilate(_dilate(piece)) & ~piece
+    crop = ink[t:b, l:r]
+    inside = float(crop[piece].mean())
+    outside = float(crop[ring].mean()) if ring.any() else paper
+    return inside - outside < _SHARPNESS * (inside - paper)
+
+
+def _choose_digit(p: _Pieces, ink: np.ndarray, paper: float) -> np.ndarray:
     """Which pieces form the digit: the main piece plus the pieces close to it."""
     n = len(p)
     long_side = max(p.shape)
@@ -618,7 +651,7 @@ def _choose_digit(p: _Pieces) -> np.ndarray:
     for i in order:
         if not candidates[i]:
             break
-        if not _is_frame(p, int(i)):
+        if not _is_frame(p, int(i)) and not _is_soft(p, int(i), ink, paper):
             main = int(i)
             break
     chosen = np.zeros(n, dtype=bool)
@@ -632,8 +665,9 @@ def _choose_digit(p: _Pieces) -> np.ndarray:
     while True:
         size = max(r1 - r0, c1 - c0) + 1
         near = worth & ~chosen & (p.gap((r0, r1, c0, c1)) <= _NEAR * size)
-        # ... and are no bigger than the digit: a frame or a sheet edge around it is.
-        near &= (p.mass <= p.mass[main]) & (p.extent() <= 1.2 * size)
+        # ... and neither outweigh it nor surround it, as a frame or a sheet edge does.
+        encloses = (p.r0 <= r0) & (p.r1 >= r1) & (p.c0 <= c0) & (p.c1 >= c1)
+        near &= (p.mass <= p.mass[main]) & (p.extent() <= 2 * size) & ~encloses
         if not near.any():
             return chosen
         chosen |= near
@@ -668,11 +702,11 @@ def _digit_ink(gray: np.ndarray) -> tuple[np.ndarray, float]:
     noise_floor = paper + max(4.0 * sigma, _MIN_INK)
     low = max(noise_floor, paper + _INK_OF_PEAK * (peak - paper))
     # Lines are looked for in all the ink above the noise, where they are whole.
-    mask = (ink > low) & ~_lines(ink > noise_floor)
+    mask = _without_lines(ink > low, ink > noise_floor)
     if not mask.any():
         raise _blank("The image is blank: no digit stands out from the paper.")
     pieces = _Pieces(mask, ink)
-    chosen = _choose_digit(pieces)
+    chosen = _choose_digit(pieces, ink, paper)
     if not chosen.any():
         raise _blank("The image is blank: only specks or lines, no digit.")
     digit = pieces.mask(chosen)
