@@ -16,7 +16,7 @@ import uploads
 from core.preprocess import ImageError, UnusableImage, preprocess_image, preprocess_with_quality, to_png
 
 DEV_SEED = 7  # below uploads.BENCH_SEED
-PER_KIND = 3
+PER_KIND = 2
 
 
 def corr(a: np.ndarray, b: np.ndarray) -> float:
