@@ -8,10 +8,30 @@ trainers' evaluation and the benchmarks, so there is exactly one definition of
   or a Content-Type header); anything else is an :class:`ImageError` 415.
 * :func:`preprocess_image` - bytes -> ``(28, 28) uint8``, white digit on black,
   prepared the way MNIST itself was: decoded safely (decompression-bomb guard
-  before decoding), EXIF orientation applied, transparency flattened, polarity
-  made white-on-black, background removed, contrast stretched, cropped to the
-  ink, fitted into 20x20 keeping the aspect ratio, and pasted into 28x28 so
-  that the centre of mass of the intensities is at (14, 14).
+  before decoding), EXIF orientation applied first, transparency flattened,
+  polarity made dark-ink-on-light-paper, then the paper taken out the way a
+  person reads a photo of a page:
+
+  1. background: the paper's own brightness (uneven light, vignetting, soft
+     shadows) is estimated with a wide grey closing on a coarse copy and the
+     ink measured relative to it (``1 - pixel / paper``), so a shadow is not
+     ink and faint ink in a shadow is not lost;
+  2. threshold: ink must stand out of the paper's pixel noise and reach a
+     fair part of the darkest ink's strength (a paper pattern stays paper);
+  3. lines: long, thin, nearly straight structures crossing most of the
+     picture (ruling, grids, margins, frames, sheet edges) are taken out of
+     the ink; where a stroke crosses a line the ink is thicker than the
+     line, so the digit's own straight strokes stay;
+  4. the digit: the heaviest connected ink that is neither a frame around
+     other ink nor a smooth shadow leftover, nor lying along the picture's
+     edge, plus the pieces near it (a broken 5, a two-stroke 4); specks,
+     dots and far marks are dropped;
+
+  then contrast stretched, cropped to the ink, fitted into 20x20 keeping the
+  aspect ratio, and pasted into 28x28 so that the centre of mass of the
+  intensities is at (14, 14). ``blank_image`` only when no digit-like ink is left.
+* :func:`preprocess_with_quality` - the same, plus how cleanly ink and paper
+  separated (0..1; see :func:`_quality`).
 * :func:`to_png` / :func:`from_png` - lossless storage of the 28x28 result.
 * :func:`scale` - uint8 -> float32 in [0, 1], the networks' input.
 
@@ -39,6 +59,7 @@ __all__ = [
     "MAX_PIXELS",
     "detect_type",
     "preprocess_image",
+    "preprocess_with_quality",
     "to_png",
     "from_png",
     "scale",
