@@ -869,7 +869,13 @@ def preprocess_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 
 def preprocess_with_quality(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, float]:
-    """Uploaded image bytes -> ``(28, 28) uint8``, white digit on black, like raw MNIST.
+    """Uploaded image bytes -> ``((28, 28) uint8, quality)``: white digit on black, like raw MNIST.
+
+    ``quality`` (0..1) is the preprocessing's own confidence that it separated
+    the digit's ink from the paper cleanly: 1.0 for a clean canvas or scan,
+    lower when the digit barely stands out of the paper's noise, shading or
+    pattern, or when other ink (specks, marks, frames) was left beside it.
+    It says nothing about which digit it is.
 
     Raises :class:`ImageError`: 415 for an unsupported type, 413 when the image
     has more than ``max_pixels`` pixels (checked from the header before any
