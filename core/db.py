@@ -146,6 +146,7 @@ class PredictionImage(Base):
     idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     sha256: Mapped[str] = mapped_column(String(64))
     preprocessed_png: Mapped[bytes] = mapped_column(Blob)
+    quality: Mapped[float | None] = mapped_column(Float, nullable=True)  # ink/paper separation, 0..1
     digit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     probabilities: Mapped[list | None] = mapped_column(JSON, nullable=True)

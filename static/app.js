@@ -838,6 +838,8 @@
     return { runnerUp, top, second };
   }
 
+  const HARD_TO_READ = 0.5;
+
   function doubtBadge(r) {
     const doubt = doubtOf(r);
     if (!doubt) return null;
@@ -917,6 +919,15 @@
     side.append(conf, confLabel);
     const badge = doubtBadge(r);
     if (badge) side.append(badge);
+    if (typeof r.image_quality === "number" && r.image_quality < HARD_TO_READ) {
+      // the preprocessing's own confidence: how cleanly the ink stood out of the paper
+      const hint = document.createElement("div");
+      hint.className = "doubt";
+      hint.dataset.testid = "hard-to-read";
+      hint.textContent = "hard to read — try a closer, evenly lit photo";
+      hint.title = `Ink and paper separated at ${percent(r.image_quality)}`;
+      side.append(hint);
+    }
     head.append(digit, side);
 
     // What was sent, and what the network saw.

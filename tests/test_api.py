@@ -356,3 +356,24 @@ def test_every_answer_carries_a_request_id(app):
     made_up = app.get("/healthz", headers={"X-Request-ID": "bad id with spaces"}).headers["X-Request-ID"]
     assert made_up != "bad id with spaces" and len(made_up) == 16
     assert app.get("/nope", expect_errors=True).headers["X-Request-ID"]
+
+
+def test_the_preprocessing_quality_is_reported_next_to_the_answer(account, registered_mlp, digit_pngs, run_jobs):
+    """A clean upload separates perfectly; a grey photo-like one less so, and the API says how much."""
+    import io
+
+    from PIL import Image
+
+    clean = account.app.post("/api/v1/predictions", upload_files=[("image", "a.png", digit_pngs[7])],
+                             headers=account.headers).json["id"]
+    rng = np.random.default_rng(3)
+    digit = np.array(Image.open(io.BytesIO(digit_pngs[7])).convert("L"), np.float64)
+    page = np.clip(200 - digit * 0.25 + np.linspace(0, 40, digit.shape[1]) + rng.normal(0, 12, digit.shape), 0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(page.astype(np.uint8)).save(buffer, format="JPEG", quality=50)
+    murky = account.app.post("/api/v1/predictions", upload_files=[("image", "b.jpg", buffer.getvalue())],
+                             headers=account.headers).json["id"]
+    run_jobs()
+    clean_q = account.app.get(f"/api/v1/predictions/{clean}").json["results"][0]["image_quality"]
+    murky_q = account.app.get(f"/api/v1/predictions/{murky}").json["results"][0]["image_quality"]
+    assert clean_q == 1.0 and 0 <= murky_q < clean_q

@@ -29,12 +29,14 @@ class Claim:
     pngs: list[bytes]
 
 
-def add(session: Session, items: Sequence[tuple[Prediction, Sequence[tuple[str, bytes]]]]) -> None:
-    """New predictions with their preprocessed images (sha256 of the upload, 28x28 PNG), in two flushes."""
+def add(session: Session, items: Sequence[tuple[Prediction, Sequence[tuple[str, bytes, float]]]]) -> None:
+    """New predictions with their preprocessed images (sha256 of the upload, 28x28 PNG, preprocessing
+    quality), in two flushes."""
     session.add_all([prediction for prediction, _ in items])
     session.flush()
-    session.add_all([PredictionImage(prediction_id=prediction.id, idx=idx, sha256=sha, preprocessed_png=png)
-                     for prediction, pngs in items for idx, (sha, png) in enumerate(pngs)])
+    session.add_all([PredictionImage(prediction_id=prediction.id, idx=idx, sha256=sha, preprocessed_png=png,
+                                     quality=quality)
+                     for prediction, images in items for idx, (sha, png, quality) in enumerate(images)])
     session.flush()
 
 

@@ -1,4 +1,5 @@
-"""which job carries a prediction and which worker runs it: the sweeper's view of batches and dead workers
+"""which job carries a prediction and which worker runs it (the sweeper's view of batches and dead
+workers); how cleanly each image's ink separated from its paper
 
 Revision ID: 0003
 Revises: 0002
@@ -16,9 +17,13 @@ def upgrade() -> None:
     with op.batch_alter_table("predictions") as batch:
         batch.add_column(sa.Column("job_id", sa.String(32), nullable=True))
         batch.add_column(sa.Column("worker", sa.String(128), nullable=True))
+    with op.batch_alter_table("prediction_images") as batch:
+        batch.add_column(sa.Column("quality", sa.Float, nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("prediction_images") as batch:
+        batch.drop_column("quality")
     with op.batch_alter_table("predictions") as batch:
         batch.drop_column("worker")
         batch.drop_column("job_id")

@@ -33,7 +33,7 @@ log = logging.getLogger("digitserve.admission")
 @dataclass
 class _Pending:
     prediction: Prediction
-    pngs: Sequence[tuple[str, bytes]]
+    pngs: Sequence[tuple[str, bytes, float]]  # (upload sha256, 28x28 PNG, preprocessing quality)
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
@@ -47,7 +47,7 @@ class Admission:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def admit(self, prediction: Prediction, pngs: Sequence[tuple[str, bytes]]) -> None:
+    def admit(self, prediction: Prediction, pngs: Sequence[tuple[str, bytes, float]]) -> None:
         """Store the prediction and queue its job; raises what storing raised (IntegrityError for a
         reused idempotency key). A failed enqueue is not raised: the sweeper queues the row later."""
         pending = _Pending(prediction, pngs)

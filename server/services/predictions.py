@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from core.db import Prediction, PredictionImage, unit_of_work, utcnow
 from core.errors import Conflict, InvalidInput, NotFound, TooLarge, Unavailable
-from core.preprocess import ImageError, from_png, preprocess_image, scale, to_png
+from core.preprocess import ImageError, from_png, preprocess_with_quality, scale, to_png
 from core.repositories import predictions as repo
 from core.repositories.predictions import FINISHED
 from models.registry import VersionInfo, parse_model_spec
@@ -75,11 +75,13 @@ def resolve_model(services: Services, spec: str | None) -> VersionInfo:
     return next(iter(active.values()))
 
 
-def _preprocess(images: list[bytes], max_pixels: int) -> list[tuple[str, bytes]]:
+def _preprocess(images: list[bytes], max_pixels: int) -> list[tuple[str, bytes, float]]:
+    """(sha256 of the upload, the 28x28 PNG the network will see, how cleanly ink and paper separated)."""
     processed = []
     for index, data in enumerate(images):
         try:
-            processed.append((hashlib.sha256(data).hexdigest(), to_png(preprocess_image(data, max_pixels))))
+            image, quality = preprocess_with_quality(data, max_pixels)
+            processed.append((hashlib.sha256(data).hexdigest(), to_png(image), round(float(quality), 3)))
         except ImageError as exc:
             if len(images) > 1:
                 exc.message = f"image {index}: {exc.message}"
@@ -157,7 +159,8 @@ def serialize(row: Prediction, images: list[PredictionImage], include_preprocess
         for image in images:
             result = {"index": image.idx}
             if row.status == repo.SUCCEEDED:
-                result.update(digit=image.digit, confidence=image.confidence, probabilities=image.probabilities)
+                result.update(digit=image.digit, confidence=image.confidence, probabilities=image.probabilities,
+                              image_quality=image.quality)
             if image.feedback_label is not None:
                 result["feedback_label"] = image.feedback_label
             if include_preprocessed:

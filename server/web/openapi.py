@@ -34,6 +34,9 @@ SCHEMAS: dict[str, Any] = {
             "index": {"type": "integer"},
             "digit": {"type": "integer", "minimum": 0, "maximum": 9},
             "confidence": {"type": "number"},
+            "image_quality": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                              "description": "how cleanly the digit's ink separated from the paper (1: a clean "
+                                             "scan or drawing; low: try a closer, evenly lit photo)"},
             "probabilities": {"type": "array", "items": {"type": "number"}, "minItems": 10, "maxItems": 10},
             "feedback_label": {"type": "integer"},
             "preprocessed": {"type": "string", "contentEncoding": "base64", "description": "28x28 PNG"},
