@@ -273,3 +273,20 @@ def _ready(url: str) -> bool:
         return urllib.request.urlopen(url, timeout=2).status == 200
     except OSError:
         return False
+
+
+def test_sigterm_stops_a_worker_waiting_for_redis(settings, registered_mlp, start_worker, private_redis):
+    """Compose stops Redis and the workers together: a worker retrying Redis must still stop on SIGTERM."""
+    import signal
+
+    services = build(settings.replace(redis_url=private_redis.url))
+    try:
+        worker = start_worker(REDIS_URL=private_redis.url)
+        wait_for_worker(services)
+        private_redis.stop()
+        wait_until(lambda: worker.output().count("could not connect to Redis") >= 2, 60, 0.5, "Redis retries")
+        started = time.monotonic()
+        assert worker.stop(signal.SIGTERM) == 0, worker.tail()
+        assert time.monotonic() - started < 15
+    finally:
+        services.close()

@@ -44,6 +44,11 @@ def get(session: Session, prediction_id: str) -> Prediction | None:
     return session.get(Prediction, prediction_id) if len(prediction_id) <= 32 else None
 
 
+def many(session: Session, prediction_ids: Sequence[str]) -> list[Prediction]:
+    return list(session.scalars(
+        select(Prediction).where(Prediction.id.in_(list(prediction_ids))).execution_options(populate_existing=True)))
+
+
 def by_idempotency_key(session: Session, user_id: int | None, key: str) -> Prediction | None:
     return session.scalar(select(Prediction).where(Prediction.user_id == user_id, Prediction.idempotency_key == key))
 

@@ -9,6 +9,8 @@ handler the worker process installed.
 """
 from __future__ import annotations
 
+import _thread
+import json
 import logging
 import threading
 import time
@@ -17,6 +19,7 @@ import redis
 from rq import Queue, Retry, SimpleWorker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.worker import WorkerStatus
 from rq.serializers import JSONSerializer
 
 from core.settings import Settings
@@ -111,25 +114,27 @@ class TaskQueue:
     def _notice_key(self, prediction_id: str) -> str:
         return f"{self.settings.redis_prefix}done:{prediction_id}"
 
-    def notify(self, prediction_id: str, status: str) -> None:
-        """Tell whoever waits on this prediction that it finished (the notice expires)."""
-        key = self._notice_key(prediction_id)
+    def notify(self, notices: dict[str, dict]) -> None:
+        """Tell whoever waits on these predictions that they finished: prediction id -> notice
+        (`{"status": ..., "document": ...}`, the result itself when the sender has it). Notices expire."""
         pipe = self.connection.pipeline()
-        pipe.rpush(key, status)
-        pipe.expire(key, self.settings.notice_ttl)
+        for prediction_id, notice in notices.items():
+            key = self._notice_key(prediction_id)
+            pipe.rpush(key, json.dumps(notice, separators=(",", ":")))
+            pipe.expire(key, self.settings.notice_ttl)
         pipe.execute()
 
-    def wait(self, prediction_id: str, timeout: float) -> str | None:
+    def wait(self, prediction_id: str, timeout: float) -> dict | None:
         """Block on the result notice (BLPOP, no polling); None when the time is up or Redis is away."""
         key = self._notice_key(prediction_id)
         try:
             popped = self.blocking.blpop([key], timeout=max(timeout, 0.01))
             if popped is None:
                 return None
-            status = popped[1].decode()
-            self.notify(prediction_id, status)  # put it back for any other waiter
-            return status
-        except redis.RedisError:
+            notice = json.loads(popped[1])
+            self.notify({prediction_id: notice})  # put it back for any other waiter
+            return notice
+        except (redis.RedisError, ValueError):
             return None
 
     # -- the worker loop -----------------------------------------------------------------------
@@ -145,12 +150,14 @@ class TaskQueue:
         try:
             for generation in range(1_000_000):
                 # a new RQ name each round: a registration left behind by an outage must not block it
-                worker = SimpleWorker([self.rq], connection=self.connection, serializer=JSONSerializer,
-                                      name=f"{name}.{generation}")
+                worker = _Worker([self.rq], connection=self.connection, serializer=JSONSerializer,
+                                 name=f"{name}.{generation}")
                 try:
                     worker.work(burst=burst, logging_level="WARNING")
                 except redis.RedisError as exc:  # its own clean-up needed Redis too
                     log.warning("worker %s: %s", name, exc)
+                except KeyboardInterrupt:  # the watchdog's interruption of a stopping worker
+                    return
                 if burst or _stopping(worker):
                     return
                 log.warning("worker %s: lost Redis; waiting for it to come back", name)
@@ -170,6 +177,36 @@ class TaskQueue:
 
     def empty(self) -> None:
         self.rq.empty()
+
+
+class _Worker(SimpleWorker):
+    """RQ's in-process worker, with a stop request that cannot get lost.
+
+    RQ stops an idle worker by raising from its signal handler; when the signal lands
+    while a log line is being written (Redis away: it logs every retry), the logging
+    module swallows that exception and the worker never stops. A watchdog notices an
+    idle worker that was asked to stop and interrupts it again.
+    """
+
+    stop_asked_at: float | None = None
+
+    def request_stop(self, signum, frame):
+        self.stop_asked_at = time.monotonic()
+        super().request_stop(signum, frame)
+
+    def work(self, *args, **kwargs):
+        watchdog = threading.Thread(target=self._watch, name="stop-watchdog", daemon=True)
+        watchdog.start()
+        return super().work(*args, **kwargs)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.5)
+            asked = self.stop_asked_at
+            if asked is not None and time.monotonic() - asked > 2 and self.get_state() != WorkerStatus.BUSY:
+                log.warning("worker %s: stop request not taken up; interrupting the idle loop", self.name)
+                self.stop_asked_at = time.monotonic()
+                _thread.interrupt_main()
 
 
 def _stopping(worker: SimpleWorker) -> bool:

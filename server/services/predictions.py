@@ -131,7 +131,9 @@ def submit(services: Services, user_id: int | None, submission: Submission) -> t
         return earlier, False
     prediction_id = prediction.id
     if submission.wait > 0:
-        services.queue.wait(prediction_id, submission.wait)
+        notice = services.queue.wait(prediction_id, submission.wait)
+        if notice and notice.get("document"):  # the result came with the notice: no need to read it back
+            return notice["document"], True
     return get(services, user_id, prediction_id), True
 
 
@@ -184,6 +186,14 @@ def serialize(row: Prediction, images: list[PredictionImage], include_preprocess
     }
 
 
+def _documents(session, prediction_ids: list[str]) -> dict[str, dict]:
+    if not prediction_ids:
+        return {}
+    rows = repo.many(session, prediction_ids)
+    images = repo.images_of(session, prediction_ids)
+    return {row.id: serialize(row, images[row.id]) for row in rows}
+
+
 def get(services: Services, user_id: int | None, prediction_id: str, include_preprocessed: bool = False,
         wait: float = 0.0) -> dict:
     """The caller's prediction; with `wait`, held until it finishes or the time is up (a long poll
@@ -193,8 +203,11 @@ def get(services: Services, user_id: int | None, prediction_id: str, include_pre
         document = serialize(row, repo.images_of(session, [row.id])[row.id], include_preprocessed)
     if wait <= 0 or document["status"] in FINISHED:
         return document
-    if services.queue.wait(prediction_id, wait) is None:
+    notice = services.queue.wait(prediction_id, wait)
+    if notice is None:
         return document
+    if notice.get("document") and not include_preprocessed:
+        return notice["document"]
     return get(services, user_id, prediction_id, include_preprocessed)
 
 
@@ -261,12 +274,12 @@ class Runner:
         self.name = name  # the worker's, as its heartbeats carry it
         self.stats = WorkerStats(services.redis, services.settings.redis_prefix)
 
-    def _tell(self, prediction_id: str, status: str) -> None:
-        """Notices and statistics are best effort: the result is already in the database."""
+    def _tell(self, notices: dict[str, dict]) -> None:
+        """Notices and statistics are best effort: the results are already in the database."""
         try:
-            self.services.queue.notify(prediction_id, status)
+            self.services.queue.notify(notices)
         except redis.RedisError as exc:
-            log.warning("prediction %s: could not send the result notice: %s", prediction_id, exc)
+            log.warning("%d predictions: could not send the result notices: %s", len(notices), exc)
 
     def _record(self, outcome: str, seconds: float | None = None, images: int | None = None,
                 count: int = 1) -> None:
@@ -288,9 +301,9 @@ class Runner:
             others = {pid: row.status for pid in prediction_ids if pid not in claimed
                       for row in [repo.get(session, pid)] if row is not None}
         outcome = dict(others)
-        for pid, status in others.items():
-            if status in FINISHED:  # delivered again after it finished: the result stands
-                self._tell(pid, status)
+        finished = {pid: {"status": status} for pid, status in others.items() if status in FINISHED}
+        if finished:  # delivered again after they finished: the results stand
+            self._tell(finished)
         by_version: dict[int, list[repo.Claim]] = {}
         for claim in claims:
             by_version.setdefault(claim.model_version_id, []).append(claim)
@@ -314,10 +327,11 @@ class Runner:
                     offset += len(batch)
                     done[claim.prediction_id] = (repo.SUCCEEDED if repo.succeed(session, claim, rows, compute * 1000)
                                                  else "superseded")
-            self._record("succeeded", compute, len(probabilities), sum(s == repo.SUCCEEDED for s in done.values()))
-            for pid, status in done.items():
-                if status == repo.SUCCEEDED:
-                    self._tell(pid, status)
+                succeeded = [pid for pid, status in done.items() if status == repo.SUCCEEDED]
+                # the results travel with the notices, so a waiting request need not read them back
+                documents = _documents(session, succeeded)
+            self._record("succeeded", compute, len(probabilities), len(succeeded))
+            self._tell({pid: {"status": repo.SUCCEEDED, "document": documents[pid]} for pid in succeeded})
             return done
         except TRANSIENT as exc:
             if min(c.attempt for c in claims) < services.settings.job_retries + 1:
@@ -341,7 +355,7 @@ class Runner:
             failed = repo.fail(session, prediction_id, message, attempt)
         if failed:
             self._record("failed")
-            self._tell(prediction_id, repo.FAILED)
+            self._tell({prediction_id: {"status": repo.FAILED}})
         return repo.FAILED
 
 
@@ -394,7 +408,7 @@ def sweep(services: Services) -> dict[str, int]:
                     failed = repo.fail(session, prediction_id,
                                        f"the worker was lost {attempts} times while running this", attempts)
                 if failed:
-                    services.queue.notify(prediction_id, repo.FAILED)
+                    services.queue.notify({prediction_id: {"status": repo.FAILED}})
                     counts["failed"] += 1
     except (OperationalError, redis.RedisError) as exc:
         log.warning("sweep interrupted: %s", exc)
