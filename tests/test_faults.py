@@ -17,6 +17,7 @@ from conftest import PASSWORD, login, wait_for_worker, wait_until
 from core.db import Prediction, unit_of_work
 from core.repositories import predictions as repo
 from faults import TcpProxy
+from server.queue import TaskQueue
 from server.services import predictions
 from server.services.bootstrap import build
 from server.web.app import create_app
@@ -290,3 +291,34 @@ def test_sigterm_stops_a_worker_waiting_for_redis(settings, registered_mlp, star
         assert time.monotonic() - started < 15
     finally:
         services.close()
+
+
+def test_a_job_over_its_timeout_fails_once_and_the_worker_carries_on(services, registered_mlp, digit_pngs,
+                                                                     start_worker, tmp_path):
+    """A network too slow for JOB_TIMEOUT: the prediction fails once, with the reason; the worker lives on."""
+    import keras
+
+    slow = keras.Sequential([
+        keras.Input((28, 28)), keras.layers.Reshape((28, 28, 1)), keras.layers.UpSampling2D(40),
+        keras.layers.Conv2D(32, 9), keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    path = tmp_path / "slow.keras"
+    slow.save(path)
+    services.registry.register("slow", "cnn", path, activate=True)
+    worker = start_worker(JOB_RETRIES="0")
+    wait_for_worker(services, 120)
+    # a job's time limit is set where it is queued
+    strict = services.settings.replace(job_timeout=1, job_retries=0)
+    hurried = dataclasses.replace(services, settings=strict,
+                                  queue=TaskQueue(strict, services.redis, services.queue.blocking))
+    hurried.admission = type(services.admission)(strict, services.sessions, hurried.queue)
+    late = predictions.submit(hurried, None, predictions.Submission([digit_pngs[1]] * 16, model="slow"))[0]["id"]
+    wait_until(lambda: predictions.get(services, None, late)["status"] == "failed", 90, 0.5,
+               "the slow job to fail")
+    failed = predictions.get(services, None, late)
+    assert "timeout" in failed["error"].lower() and failed["attempts"] == 1
+    assert worker.alive()
+    quick = predictions.submit(services, None, predictions.Submission([digit_pngs[2]], model="mlp", wait=30))[0]
+    assert quick["status"] == "succeeded"
+    assert predictions.get(services, None, late) == failed  # and it stays failed

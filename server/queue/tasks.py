@@ -25,6 +25,9 @@ from rq.serializers import JSONSerializer
 from core.settings import Settings
 
 JOB_FUNCTION = "server.queue.jobs.run_predictions"
+# RQ's worker registration TTL; it blocks on the queue for this less 15 s, so a hung Redis is
+# noticed within about half a minute
+WORKER_TTL = 45
 log = logging.getLogger("digitserve.queue")
 
 
@@ -147,11 +150,17 @@ class TaskQueue:
         """
         beats = _Heartbeat(self, name)
         beats.start()
+        # RQ's blocking dequeue needs a connection of its own: RQ raises the socket timeout of the
+        # pool it is given above its dequeue wait, which must not slow every other Redis call here,
+        # and a pooled connection made earlier with the short timeout would cut that wait short
+        listening = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2,
+                                         health_check_interval=30)
+        queue = Queue(self.rq.name, connection=listening, serializer=JSONSerializer)
         try:
             for generation in range(1_000_000):
                 # a new RQ name each round: a registration left behind by an outage must not block it
-                worker = _Worker([self.rq], connection=self.connection, serializer=JSONSerializer,
-                                 name=f"{name}.{generation}")
+                worker = _Worker([queue], connection=listening, serializer=JSONSerializer,
+                                 name=f"{name}.{generation}", worker_ttl=WORKER_TTL)
                 try:
                     worker.work(burst=burst, logging_level="WARNING")
                 except redis.RedisError as exc:  # its own clean-up needed Redis too
@@ -164,6 +173,7 @@ class TaskQueue:
                 self._wait_for_redis()
         finally:
             beats.stop()
+            listening.close()
 
     def _wait_for_redis(self) -> None:
         delay = 0.2
