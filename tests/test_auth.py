@@ -866,20 +866,22 @@ def test_a_captured_request_cannot_be_replayed_under_another_spelling_of_the_key
         assert conn.execute(sa.text("SELECT COUNT(*) FROM predictions")).scalar() == 1
 
 
-def test_an_unknown_key_costs_what_a_known_one_does(account, services):
-    """Paired, interleaved timings of the key lookup: neither path is reliably the faster one."""
-    from server.services.accounts import _key_principal
+def test_an_unknown_key_costs_what_a_wrong_signature_does(account, services):
+    """Paired, interleaved timings of the two failures: neither is reliably the faster one."""
+    from core.errors import Unauthenticated
+    from server.services.accounts import verify_signature
 
     known, _ = account.create_key()
     unknown = "dsk_" + "0" * 24
-    _key_principal(services, known), _key_principal(services, unknown)  # warm caches and the pool
-    faster = 0
-    trials = 300
-    for _ in range(trials):
-        t0 = time.perf_counter()
-        _key_principal(services, unknown)
-        t1 = time.perf_counter()
-        _key_principal(services, known)
-        t2 = time.perf_counter()
-        faster += (t1 - t0) < (t2 - t1)
+
+    def failing(key_id: str) -> float:
+        headers = signing.signed_headers(key_id, "not-the-secret-" + "x" * 28, "GET", PREDICTIONS)
+        started = time.perf_counter()
+        with pytest.raises(Unauthenticated):
+            verify_signature(services, "GET", PREDICTIONS, "", headers, b"")
+        return time.perf_counter() - started
+
+    failing(known), failing(unknown)  # warm caches and the pool
+    trials = 120
+    faster = sum(failing(unknown) < failing(known) for _ in range(trials))
     assert 0.2 * trials < faster < 0.8 * trials, f"the unknown key was faster in {faster} of {trials} pairs"

@@ -40,6 +40,9 @@ SCOPES = ("predict", "admin")
 NONCE_RE = re.compile(r"^[A-Za-z0-9._~-]{16,64}$")
 AUTH_RE = re.compile(r"^DS1-HMAC-SHA256 KeyId=([A-Za-z0-9_-]{1,64}),\s*Signature=([0-9a-fA-F]{64})$")
 SESSION_COOKIE = "ds_session"
+# A failed signature check answers after this long at least, whether the key exists or not:
+# the lookup's own cost must not tell an attacker which key ids are real.
+FAILED_SIGNATURE_SECONDS = 0.01
 _decoy_plain = secrets.token_urlsafe(32)  # signs for an unknown key: the comparison then fails as for a wrong one
 
 
@@ -300,11 +303,13 @@ def verify_signature(services: Services, method: str, path: str, query: str, hea
         raise Unauthenticated("X-DS-Nonce must be 16-64 characters of [A-Za-z0-9._~-]")
     if not hmac.compare_digest(content_sha, signing.body_sha256(body)):
         raise Unauthenticated("X-DS-Content-SHA256 does not match the body", "body_mismatch")
+    started = time.perf_counter()
     found = _key_principal(services, key_id)
-    # an unknown key and a wrong signature answer alike
+    # an unknown key and a wrong signature answer alike, and take the same time
     secret = found[1] if found else _decoy_plain
     expected = signing.sign(secret, key_id, date, nonce, method, path, query, content_sha)
     if found is None or not hmac.compare_digest(expected, signature):
+        time.sleep(max(0.0, FAILED_SIGNATURE_SECONDS - (time.perf_counter() - started)))
         raise Unauthenticated("the signature does not match", "bad_signature")
     try:
         fresh = services.redis.set(services.key("nonce", found[0].key_pk, nonce), 1, nx=True,
