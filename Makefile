@@ -31,6 +31,7 @@ deploy-test: install
 bench: install
 	$(BIN)/python bench/accuracy.py
 	$(BIN)/python bench/load.py
+	$(BIN)/python bench/perf.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
