@@ -52,6 +52,14 @@ BIG_WAIT = 30
 PEER_BATCH = 64
 PEER_PACKAGES = ["bentoml==1.4.*", "tensorflow-cpu", "pillow"]
 
+NOTES = [
+    "The peer does less per request than DigitServe: no authentication, no database row, no queue; its "
+    "preprocessing is a Pillow decode and /255 (the test digits are already MNIST-centred), where DigitServe's v1 "
+    "runs its full MNIST-style preprocessing. v2 skips PNG decoding and the queue (batched in the web process).",
+    "wrk, MariaDB, Redis, the peer and both DigitServe processes share the same cores; DigitServe and BentoML cells "
+    "alternate per concurrency so that drifting background load hits both.",
+]
+
 GOALS = {
     "v1_sync_c16_vs_peer": "v1 sync c=16 >= 0.5 x BentoML req/s, with p99 <= 150 ms",
     "v2_c16_vs_peer": "v2 infer c=16 >= 1.0 x BentoML req/s, with p99 <= 150 ms",
@@ -694,6 +702,10 @@ def main(argv: list[str] | None = None) -> int:
             "rss_mb": rss,
             "notes": notes,
         }
+        notes += NOTES
+        if max(float(loadavg_start[0]), float(report["machine"]["loadavg_end"][0])) > (os.cpu_count() or 1):
+            notes.append("The load average exceeded the number of cores during the run: other jobs used the same "
+                         "cores, so absolute figures are depressed (ratios less so: the cells alternate).")
         report["goals"] = goals(report)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
