@@ -53,6 +53,9 @@ PEER_BATCH = 64
 PEER_PACKAGES = ["bentoml==1.4.*", "tensorflow-cpu", "pillow"]
 
 NOTES = [
+    "Before each cell that needs the worker (v1, async, big requests) one queued prediction is run to completion "
+    "(worker_wake_s): an idle worker sleeps in RQ's Redis reconnect back-off (socket_timeout 5 s < RQ's blocking "
+    "dequeue), up to 60 s; without this a v1 cell after the peer's or v2's cells can finish no request at all.",
     "The peer does less per request than DigitServe: no authentication, no database row, no queue; its "
     "preprocessing is a Pillow decode and /255 (the test digits are already MNIST-centred), where DigitServe's v1 "
     "runs its full MNIST-style preprocessing. v2 skips PNG decoding and the queue (batched in the web process).",
@@ -358,6 +361,23 @@ def check_digits(stack: Stack, client, digits, bearer: str, peer: Peer | None) -
     return {"all_correct": True, "digits": rows}
 
 
+def wake_worker(client, png: bytes, timeout: float = 120) -> float:
+    """Seconds until one queued prediction finishes: an idle worker may be sleeping in RQ's reconnect back-off.
+
+    The worker's Redis connection has socket_timeout=5 s while RQ's blocking dequeue waits far longer, so
+    after ~5 s without jobs RQ sees a TimeoutError and sleeps 1, 2, 4 ... up to 60 s before listening again
+    (worker.log: "could not connect to Redis instance: Timeout reading from socket"). Cells that need the
+    worker start after it has answered once, so they measure the steady state; the wake-up time is recorded.
+    """
+    started = time.perf_counter()
+    document = client.submit([png], model="mlp", wait=0)
+    while document["status"] not in ("succeeded", "failed"):
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"the worker did not run a job within {timeout:g} s")
+        document = client.prediction(document["id"], wait=SYNC_WAIT)
+    return round(time.perf_counter() - started, 2)
+
+
 def async_cell(client, png: bytes, seconds: float) -> dict:
     latencies = []
     stop = time.perf_counter() + seconds
@@ -432,6 +452,11 @@ def markdown(report: dict) -> str:
                          f"{fmt(cell['p99_ms'], 2)} | {cell['errors']} | {fmt(p['rps']) if p else '-'} | "
                          f"{(fmt(p['p50_ms'], 2) + ' / ' + fmt(p['p99_ms'], 2)) if p else '-'} | "
                          f"{fmt(ratio, 2) if ratio else '-'} |")
+    wakes = {f"{n} c={c}": v["worker_wake_s"] for n in ("v1_sync", "v1_sync_batch1")
+             for c, v in report["cells"].get(n, {}).items() if v.get("worker_wake_s") is not None}
+    if wakes:
+        lines += ["", "Worker wake-up before the v1 cells (s): " + ", ".join(f"{k} {v}" for k, v in wakes.items())
+                  + f"; async {report['async_c1'].get('worker_wake_s')}."]
     if "error" in report["peer"]:
         lines += ["", f"BentoML: not measured — {report['peer']['error']}"]
     a = report["async_c1"]
@@ -615,9 +640,12 @@ def main(argv: list[str] | None = None) -> int:
             lua["bentoml"] = script("peer", "POST", "/classify", {"Content-Type": ctype}, body)
 
         def cell(name: str, url: str, conc: int) -> dict:
+            wake = wake_worker(client, png) if name == "v1_sync" else None
             run_wrk(url, lua[name], conc, min(3.0, args.duration))  # warm-up, not counted
             runs = [run_wrk(url, lua[name], conc, args.duration) for _ in range(args.repetitions)]
             result = median_cell(runs)
+            if wake is not None:
+                result["worker_wake_s"] = wake
             log(f"{name:<10} c={conc:<3} {fmt(result['rps'])} req/s, p50 {fmt(result['p50_ms'], 2)} ms, "
                 f"p99 {fmt(result['p99_ms'], 2)} ms, errors {result['errors']}")
             return result
@@ -646,9 +674,12 @@ def main(argv: list[str] | None = None) -> int:
                         raise RuntimeError(f"`digitserve {child.args[0]}` died:\n{child.tail()}")
 
         log(f"async c=1 for {args.async_seconds:g} s")
+        wake_async = wake_worker(client, png)
         async_c1 = async_cell(client, png, args.async_seconds)
+        async_c1["worker_wake_s"] = wake_async
         log(f"async c=1 p50 {async_c1['p50_ms']} ms")
         log("big requests: 16 and 256 PNG digits in one sync request")
+        wake_worker(client, png)
         big = big_requests(client, digits, [16, 256], args.big_runs)
         log(f"big requests: {big}")
         rss = {"web": rss_mb(stack.web.pid), "worker": rss_mb(stack.worker.pid)}
