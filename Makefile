@@ -31,6 +31,9 @@ deploy-test: install
 bench: install
 	$(BIN)/python bench/accuracy.py
 	$(BIN)/python bench/load.py
+	$(BIN)/python bench/perf.py
+	$(BIN)/python bench/uploads.py
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

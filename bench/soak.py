@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(Path(args.mnist_dir))
     try:
         stack.create_database()
-        stack.train("mlp", epochs=2, limit=12000)
+        stack.train("mlp", epochs=3, limit=60000)  # every one of the ten digits read right
         stack.start()
         key_id, secret = stack.api_key()
         pngs, labels, _ = digit_images(Path(args.mnist_dir), 10)
