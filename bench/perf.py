@@ -54,8 +54,8 @@ PEER_PACKAGES = ["bentoml==1.4.*", "tensorflow-cpu", "pillow"]
 
 NOTES = [
     "Before each cell that needs the worker (v1, async, big requests) one queued prediction is run to completion "
-    "(worker_wake_s): an idle worker sleeps in RQ's Redis reconnect back-off (socket_timeout 5 s < RQ's blocking "
-    "dequeue), up to 60 s; without this a v1 cell after the peer's or v2's cells can finish no request at all.",
+    "(worker_wake_s), so a cell never starts on a worker that is still waking: before the worker listened on a "
+    "Redis connection of its own, an idle one could sleep up to 60 s in RQ's reconnect back-off.",
     "The peer does less per request than DigitServe: no authentication, no database row, no queue; its "
     "preprocessing is a Pillow decode and /255 (the test digits are already MNIST-centred), where DigitServe's v1 "
     "runs its full MNIST-style preprocessing. v2 skips PNG decoding and the queue (batched in the web process).",
@@ -362,7 +362,7 @@ def check_digits(stack: Stack, client, digits, bearer: str, peer: Peer | None) -
 
 
 def wake_worker(client, png: bytes, timeout: float = 120) -> float:
-    """Seconds until one queued prediction finishes: an idle worker may be sleeping in RQ's reconnect back-off.
+    """Seconds until one queued prediction finishes (how long an idle worker takes to wake).
 
     The worker's Redis connection has socket_timeout=5 s while RQ's blocking dequeue waits far longer, so
     after ~5 s without jobs RQ sees a TimeoutError and sleeps 1, 2, 4 ... up to 60 s before listening again
