@@ -108,6 +108,17 @@ def pids_named(*names: str) -> list[int]:
     return pids
 
 
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process, in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """user + system CPU seconds of these processes (all their threads) so far."""
     total = 0.0

@@ -43,7 +43,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from load import DEFAULT_MNIST, ROOT, Stack, cpu_seconds, log, measure_compute, other_benchmarks_running  # noqa: E402,E501
+from load import DEFAULT_MNIST, ROOT, Stack, cpu_seconds, log, rss_mb, measure_compute, other_benchmarks_running  # noqa: E402,E501
 from machine import cpu_model  # noqa: E402
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
@@ -315,16 +315,6 @@ class Peer:
 
 
 # -- DigitServe helpers -------------------------------------------------------------------------------
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
 
 
 def restart(stack: Stack, **changes) -> None:

@@ -28,20 +28,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from load import DEFAULT_MNIST, Stack, digit_images, log  # noqa: E402  (bench/load.py, beside this script)
+from load import DEFAULT_MNIST, Stack, digit_images, log, rss_mb  # noqa: E402  (bench/load.py, beside this script)
 from machine import cpu_model  # noqa: E402
 
 FINAL = ("succeeded", "failed")
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
 
 
 class Soak:

@@ -6,13 +6,13 @@ import json
 from collections import Counter
 
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, Phase, given
-from hypothesis.errors import Unsatisfiable
 from hypothesis import settings as hypothesis_settings
+from hypothesis.errors import Unsatisfiable
 
 from conftest import make_settings
 
-schemathesis = pytest.importorskip("schemathesis")
 
 EXAMPLES = 15  # per operation and generation mode: several hundred requests, under a minute here
 # logging out would turn the rest of the run into 401s
