@@ -79,6 +79,9 @@ class Settings:
     allow_bearer_keys: bool = env("ALLOW_BEARER_KEYS", False)
     signature_window: int = env("SIGNATURE_WINDOW", 300)
     nonce_ttl: int = env("NONCE_TTL", 900)
+    # keys, users and active model versions kept in each process this long at most; changes made
+    # through the platform reach every process at once (Redis pub/sub); 0 turns the caches off
+    cache_ttl: float = env("CACHE_TTL", 60.0)
     session_idle_seconds: int = env("SESSION_IDLE_SECONDS", 3600)
     rate_limit_per_minute: float = env("RATE_LIMIT_PER_MINUTE", 120.0)
     rate_limit_burst: int = env("RATE_LIMIT_BURST", 30)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -77,6 +77,9 @@ class ModelRegistry:
     def __init__(self, sessions: sessionmaker[Session], store: ModelStore):
         self.sessions = sessions
         self.store = store
+        # called after a change is committed (a version registered, activated or deleted):
+        # the services layer tells every process's cache
+        self.on_change: Callable[[], None] = lambda: None
 
     @staticmethod
     def _info(row: ModelVersion, active_id: int | None) -> VersionInfo:
@@ -140,7 +143,9 @@ class ModelRegistry:
                     session.flush()
                     if activate:
                         self._set_active(session, name, row.id)
-                    return self._info(row, row.id if activate else self._active_ids(session).get(name))
+                    info = self._info(row, row.id if activate else self._active_ids(session).get(name))
+                self.on_change()
+                return info
             except IntegrityError:
                 continue  # another trainer took the same version number: take the next one
         raise RegistryError(f"could not allocate a version number for {name!r}")
@@ -210,7 +215,9 @@ class ModelRegistry:
         with unit_of_work(self.sessions) as session:
             row = self._version_row(session, name, version)
             self._set_active(session, name, row.id)
-            return self._info(row, row.id)
+            info = self._info(row, row.id)
+        self.on_change()
+        return info
 
     def delete(self, name: str, version: int) -> None:
         """Soft-delete a version (predictions keep pointing at it); its file goes when unused."""
@@ -229,6 +236,7 @@ class ModelRegistry:
             )
             if not still_used:
                 self.store.drop_bytes(row.blob_sha256, session)
+        self.on_change()
 
     def fetch_file(self, info: VersionInfo) -> Path:
         return self.store.fetch(info.blob_sha256)

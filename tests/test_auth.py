@@ -19,6 +19,7 @@ from webtest import TestApp
 
 from conftest import PASSWORD, TEST_SECRET, login
 from core import signing
+from server.services import accounts
 
 ROOT = Path(__file__).resolve().parent.parent
 PREDICTIONS = "/api/v1/predictions"
@@ -699,6 +700,8 @@ def test_scopes_are_enforced(app, make_user, services, tiny_mlp_file, registered
     # an admin key whose owner lost the admin role no longer works for admin calls
     with services.engine.begin() as conn:
         conn.execute(sa.text("UPDATE users SET role = 'user' WHERE email = :e"), {"e": admin.email})
+    # every process caches keys and their owners: a change made outside the platform is announced
+    accounts.user_changed(services, admin.user_id)
     assert_error(signed(admin_key, "POST", "/api/v1/models/mlp/versions/1/activate"), 403)
 
 

@@ -43,6 +43,7 @@ SESSION_COOKIE = "ds_session"
 # A failed signature check answers after this long at least, whether the key exists or not:
 # the lookup's own cost must not tell an attacker which key ids are real.
 FAILED_SIGNATURE_SECONDS = 0.01
+MARK_USED_EVERY = 60.0  # seconds between two writes of a key's last-used time by one process
 _decoy_plain = secrets.token_urlsafe(32)  # signs for an unknown key: the comparison then fails as for a wrong one
 
 
@@ -189,11 +190,36 @@ def session_principal(services: Services, sid: str) -> Principal | None:
     if raw is None:
         return None
     data = json.loads(raw)
-    with unit_of_work(services.sessions) as session:
-        user = repo.user_by_id(session, data["user_id"])
-    if user is None:
+    found = _cached(services, services.users, data["user_id"], lambda: _user_fields(services, data["user_id"]))
+    if found is None:
         return None
-    return Principal(user.id, user.email, user.role, "session", csrf_token=data["csrf"])
+    user_id, email, role = found
+    return Principal(user_id, email, role, "session", csrf_token=data["csrf"])
+
+
+def _user_fields(services: Services, user_id: int) -> tuple[int, str, str] | None:
+    with unit_of_work(services.sessions) as session:
+        user = repo.user_by_id(session, user_id)
+        return None if user is None else (user.id, user.email, user.role)
+
+
+def _cached(services: Services, cache, key, load):
+    """`load()` through one of the per-process caches (see invalidation.py); None is not kept."""
+    live = services.settings.cache_ttl > 0 and services.invalidations.live()
+    if live:
+        found = cache.get(key)
+        if found is not None:
+            return found
+    generation = cache.generation
+    found = load()
+    if live and found is not None:
+        cache.put(key, found, generation)
+    return found
+
+
+def user_changed(services: Services, user_id: int) -> None:
+    """Every process forgets what it cached of this user and their keys (role, removal, password)."""
+    services.invalidations.publish("user", user_id)
 
 
 # -- API keys ------------------------------------------------------------------------------
@@ -249,9 +275,10 @@ def revoke_key(services: Services, principal: Principal, key_id: str) -> None:
         if key is None or key.user_id != principal.user_id:
             raise NotFound(f"no key {key_id}")
         key.revoked_at = key.revoked_at or utcnow()
+    services.invalidations.publish("key", key_id)  # after the commit: no process accepts it from now on
 
 
-def _key_principal(services: Services, key_id: str) -> tuple[Principal, str] | None:
+def _key_principal(services: Services, key_id: str) -> tuple[Principal, str, list[float]] | None:
     """The key's owner and its decrypted secret, or None when unknown or revoked.
 
     Key ids compare exactly (the database's collation would not), and an unknown
@@ -271,13 +298,24 @@ def _key_principal(services: Services, key_id: str) -> tuple[Principal, str] | N
         return None
     key, user = found
     return Principal(user.id, user.email, user.role, "signature", key.key_id, tuple(key.scopes),
-                     key_pk=key.id), secret
+                     key_pk=key.id), secret, [0.0]
 
 
-def _mark_used(services: Services, key_id: str) -> None:
-    """Record a successful use of a key (not a failed attempt with its id); at most once a second."""
+def _usable_key(services: Services, key_id: str) -> tuple[Principal, str, list[float]] | None:
+    """(owner, secret, when this process last recorded a use): cached, since keys rarely change
+    and a revocation reaches every process's cache at once."""
+    return _cached(services, services.credentials, key_id, lambda: _key_principal(services, key_id))
+
+
+def _mark_used(services: Services, found: tuple[Principal, str, list[float]]) -> None:
+    """Record a successful use of a key (not a failed attempt with its id): once per process a
+    minute is enough for a "last used" time, and saves a write per request."""
+    now = time.monotonic()
+    if now - found[2][0] < MARK_USED_EVERY:
+        return
+    found[2][0] = now
     with unit_of_work(services.sessions) as session:
-        repo.mark_key_used(session, key_id)
+        repo.mark_key_used(session, found[0].key_id)
 
 
 def verify_signature(services: Services, method: str, path: str, query: str, headers, body: bytes) -> Principal:
@@ -304,7 +342,7 @@ def verify_signature(services: Services, method: str, path: str, query: str, hea
     if not hmac.compare_digest(content_sha, signing.body_sha256(body)):
         raise Unauthenticated("X-DS-Content-SHA256 does not match the body", "body_mismatch")
     started = time.perf_counter()
-    found = _key_principal(services, key_id)
+    found = _usable_key(services, key_id)
     # an unknown key and a wrong signature answer alike, and take the same time
     secret = found[1] if found else _decoy_plain
     expected = signing.sign(secret, key_id, date, nonce, method, path, query, content_sha)
@@ -318,18 +356,17 @@ def verify_signature(services: Services, method: str, path: str, query: str, hea
         raise Unavailable("the replay store is unreachable; refusing signed requests") from None
     if not fresh:
         raise Unauthenticated("this nonce was already used (replayed request)", "replayed")
-    _mark_used(services, key_id)
+    _mark_used(services, found)
     return found[0]
 
 
 def verify_bearer(services: Services, token: str) -> Principal:
     key_id, _, secret = token.strip().partition(".")
-    found = _key_principal(services, key_id) if key_id else None
+    found = _usable_key(services, key_id) if key_id else None
     if found is None or not hmac.compare_digest(found[1].encode(), secret.encode()):
         raise Unauthenticated("the bearer key is not valid", "bad_key")
-    principal = found[0]
-    _mark_used(services, key_id)
-    return dataclasses.replace(principal, via="bearer")
+    _mark_used(services, found)
+    return dataclasses.replace(found[0], via="bearer")
 
 
 # -- rate limits ---------------------------------------------------------------------------

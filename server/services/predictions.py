@@ -65,8 +65,8 @@ def resolve_model(services: Services, spec: str | None) -> VersionInfo:
     """`name` or `name:version`; with no spec, DEFAULT_MODEL or the most recently activated model."""
     if spec:
         name, version = parse_model_spec(spec)
-        return services.registry.get(name, version if version is not None else "active")
-    active = services.registry.active_versions()
+        return services.catalog.get(name, version)
+    active = services.catalog.active_versions()
     default = services.settings.default_model
     if default and default in active:
         return active[default]
@@ -314,7 +314,7 @@ class Runner:
     def _run_group(self, version_id: int, claims: list[repo.Claim]) -> dict[str, str]:
         services = self.services
         try:
-            model = self.models.get(services.registry.get_by_id(version_id))
+            model = self.models.get(services.catalog.by_id(version_id))
             images = [scale(np.stack([from_png(png) for png in c.pngs])) for c in claims]
             started = time.perf_counter()
             probabilities = model.probabilities(np.concatenate(images))

@@ -48,10 +48,10 @@ class LazyModels:
 
 def _version(services: Services, name: str, version: str | None) -> VersionInfo:
     if version is None:
-        return services.registry.get(name)
+        return services.catalog.get(name)
     if not version.isdigit():
         raise ModelNotFound(f"model {name!r} has no version {version}")
-    return services.registry.get(name, int(version))
+    return services.catalog.get(name, int(version))
 
 
 class InferenceBatcher:
@@ -187,7 +187,7 @@ def register(router: Router, services: Services, version_string: str, metrics) -
 
     def ready(req: Request):
         try:
-            active = services.registry.active_versions()
+            active = services.catalog.active_versions()
         except Exception:
             active = {}
         return json_response({"ready": bool(active)}, 200 if active else 503)
