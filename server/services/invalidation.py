@@ -154,7 +154,7 @@ class Invalidations:
                         data = message["data"]
                         self._dispatch(data.decode() if isinstance(data, bytes) else str(data))
             except Exception as exc:  # Redis away: caches off until subscribed again
-                if self._subscribed.is_set():
+                if self._subscribed.is_set() and not self._stopping:
                     log.warning("invalidation channel lost (%s); caches off until it is back", exc)
             finally:
                 self._reset()

@@ -319,19 +319,16 @@ class Runner:
             started = time.perf_counter()
             probabilities = model.probabilities(np.concatenate(images))
             compute = time.perf_counter() - started
-            done: dict[str, str] = {}
+            bounds = np.cumsum([0] + [len(batch) for batch in images])
+            per_claim = [probabilities[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
             with unit_of_work(services.sessions) as session:
-                offset = 0
-                for claim, batch in zip(claims, images):
-                    rows = probabilities[offset:offset + len(batch)]
-                    offset += len(batch)
-                    done[claim.prediction_id] = (repo.SUCCEEDED if repo.succeed(session, claim, rows, compute * 1000)
-                                                 else "superseded")
-                succeeded = [pid for pid, status in done.items() if status == repo.SUCCEEDED]
-                # the results travel with the notices, so a waiting request need not read them back
-                documents = _documents(session, succeeded)
+                succeeded = repo.succeed(session, claims, per_claim, compute * 1000)
             self._record("succeeded", compute, len(probabilities), len(succeeded))
-            self._tell({pid: {"status": repo.SUCCEEDED, "document": documents[pid]} for pid in succeeded})
+            # the results travel with the notices, so a waiting request need not read them back
+            self._tell({c.prediction_id: {"status": repo.SUCCEEDED, "document": serialize(c.row, c.images)}
+                        for c in succeeded})
+            done = {c.prediction_id: "superseded" for c in claims}
+            done.update({c.prediction_id: repo.SUCCEEDED for c in succeeded})
             return done
         except TRANSIENT as exc:
             if min(c.attempt for c in claims) < services.settings.job_retries + 1:
