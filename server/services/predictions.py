@@ -106,29 +106,30 @@ def submit(services: Services, user_id: int | None, submission: Submission) -> t
         if earlier is not None:
             return earlier, False
 
-    model = resolve_model(services, submission.model)
-    processed = _preprocess(submission.images, settings.max_image_pixels)
-    try:
-        depth = services.queue.depth()
-    except redis.RedisError:
-        raise Unavailable("the task queue is unreachable; try again shortly") from None
-    if depth >= settings.queue_max_length:
-        raise Unavailable(f"the queue is full ({depth} jobs waiting); try again shortly")
+    with services.admission.arriving() as ticket:
+        model = resolve_model(services, submission.model)
+        processed = _preprocess(submission.images, settings.max_image_pixels)
+        try:
+            depth = services.queue.depth()
+        except redis.RedisError:
+            raise Unavailable("the task queue is unreachable; try again shortly") from None
+        if depth >= settings.queue_max_length:
+            raise Unavailable(f"the queue is full ({depth} jobs waiting); try again shortly")
 
-    prediction = Prediction(
-        id=uuid.uuid4().hex, user_id=user_id, model_version_id=model.id, model_name=model.name,
-        model_version=model.version, status=repo.QUEUED, source=submission.source,
-        n_images=len(processed), idempotency_key=submission.idempotency_key,
-        request_sha256=request_sha, attempts=0, created_at=utcnow(),
-    )
-    try:
-        services.admission.admit(prediction, processed)
-    except IntegrityError:
-        # a concurrent request with the same Idempotency-Key won the race
-        earlier = _idempotent_replay(services, user_id, submission.idempotency_key, request_sha)
-        if earlier is None:
-            raise
-        return earlier, False
+        prediction = Prediction(
+            id=uuid.uuid4().hex, user_id=user_id, model_version_id=model.id, model_name=model.name,
+            model_version=model.version, status=repo.QUEUED, source=submission.source,
+            n_images=len(processed), idempotency_key=submission.idempotency_key,
+            request_sha256=request_sha, attempts=0, created_at=utcnow(),
+        )
+        try:
+            services.admission.admit(prediction, processed, ticket)
+        except IntegrityError:
+            # a concurrent request with the same Idempotency-Key won the race
+            earlier = _idempotent_replay(services, user_id, submission.idempotency_key, request_sha)
+            if earlier is None:
+                raise
+            return earlier, False
     prediction_id = prediction.id
     if submission.wait > 0:
         notice = services.queue.wait(prediction_id, submission.wait)
