@@ -47,9 +47,10 @@ class Settings:
     job_retries: int = env("JOB_RETRIES", 2)
     job_stale_after: float = env("JOB_STALE_AFTER", 30.0)  # grace before the sweeper re-queues a lost job
     batch_max_size: int = env("BATCH_MAX_SIZE", 64)  # predictions stored and queued together; 1 = one by one
-    # how long a batch being formed waits for requests still being read and preprocessed (a lone
-    # request never waits); 0 = take only what is already there
-    batch_max_wait_ms: float = env("BATCH_MAX_WAIT_MS", 5.0)
+    # how long a batch being formed may wait for requests still being read and preprocessed, or
+    # while an earlier job still waits for a worker (a lone request to idle workers never waits);
+    # 0 = take only what is already there
+    batch_max_wait_ms: float = env("BATCH_MAX_WAIT_MS", 20.0)
     result_ttl: int = env("RESULT_TTL", 600)
     worker_heartbeat_ttl: float = env("WORKER_HEARTBEAT_TTL", 6.0)  # a worker silent this long is dead
     notice_ttl: int = env("NOTICE_TTL", 60)  # how long a result notice waits for a late waiter

@@ -110,3 +110,30 @@ def test_sizes_errors_and_no_batching():
     assert one_by_one.submit(9) == 90 and one_by_one._thread is None  # processed in the caller's thread
     with pytest.raises(ValueError):
         one_by_one.submit(-2)
+
+
+def test_a_batch_stays_open_while_the_consumer_is_busy():
+    batches, process = recorder()
+    busy = threading.Event()
+    busy.set()
+    batcher = Batcher("t", process, max_size=64, max_wait=5.0, busy=busy.is_set)
+    results = {}
+
+    def one(item):
+        results[item] = batcher.submit(item)
+
+    first = threading.Thread(target=one, args=(1,))
+    first.start()
+    time.sleep(0.05)
+    assert not results  # held: the consumer could not take it yet
+    second = threading.Thread(target=one, args=(2,))
+    second.start()
+    time.sleep(0.05)
+    busy.clear()
+    first.join(5)
+    second.join(5)
+    assert results == {1: 10, 2: 20} and batches == [[1, 2]]
+
+    broken = Batcher("t", process, max_size=64, max_wait=5.0, busy=lambda: 1 / 0)
+    started = time.perf_counter()
+    assert broken.submit(3) == 30 and time.perf_counter() - started < 1.0  # a failing check does not hold

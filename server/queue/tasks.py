@@ -46,6 +46,16 @@ class TaskQueue:
     def depth(self) -> int:
         return self.rq.count
 
+    def busy(self) -> bool:
+        """Whether a job sent now would have to wait: one is already waiting, or every live
+        worker is running one (one round trip)."""
+        pipe = self.connection.pipeline(transaction=False)
+        pipe.llen(self.rq.key)
+        pipe.zcard(self.rq.started_job_registry.key)
+        pipe.zcount(self._workers_key, time.time() - self.settings.worker_heartbeat_ttl, "+inf")
+        waiting, running, workers = pipe.execute()
+        return waiting > 0 or running >= max(1, workers)
+
     def enqueue(self, job_id: str, prediction_ids: list[str]) -> None:
         """One job for predictions admitted together (a batch of one is fine)."""
         settings = self.settings

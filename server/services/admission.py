@@ -2,7 +2,8 @@
 
 Request threads hand their preprocessed prediction over (`batching.Batcher`):
 what arrives together, up to BATCH_MAX_SIZE predictions, waiting at most
-BATCH_MAX_WAIT_MS for requests still being read and preprocessed, is stored
+BATCH_MAX_WAIT_MS for requests still being read and preprocessed or while
+the workers are busy, is stored
 in one transaction and queued as one job, so under load one commit, one
 enqueue and later one network call serve many predictions, while a lone
 request never waits. Every prediction keeps its own row, status, attempts
@@ -40,8 +41,9 @@ class Admission:
         self.settings = settings
         self.sessions = sessions
         self.tasks = tasks
+        # held open while the workers are busy: they could not start this batch any sooner
         self.batcher: Batcher[_Pending] = Batcher("admission", self._store_and_enqueue, settings.batch_max_size,
-                                                  settings.batch_max_wait_ms / 1000)
+                                                  settings.batch_max_wait_ms / 1000, busy=tasks.busy)
 
     def arriving(self):
         """Around a request's work up to `admit(..., ticket)`: a batch being formed waits for it."""

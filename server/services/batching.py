@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
+BUSY_POLL = 0.002  # seconds between two `busy()` checks while a batch is held open
 
 
 @dataclass
@@ -38,11 +39,13 @@ class Slot(Generic[T]):
 
 class Batcher(Generic[T]):
     def __init__(self, name: str, process: Callable[[list[Slot[T]]], None], max_size: int, max_wait: float,
-                 size: Callable[[T], int] = lambda item: 1):
+                 size: Callable[[T], int] = lambda item: 1, busy: Callable[[], bool] | None = None):
         """`process(batch)` sets each slot's `result` or `error`; it runs on the batcher's thread
-        (in the caller's own thread when `max_size` is 1 or less: no batching)."""
+        (in the caller's own thread when `max_size` is 1 or less: no batching). While `busy()`
+        says what comes next could not start yet anyway (the workers have a job waiting), the
+        batch stays open too, within the same `max_wait`."""
         self.name, self.process = name, process
-        self.max_size, self.max_wait, self.size = max_size, max_wait, size
+        self.max_size, self.max_wait, self.size, self.busy = max_size, max_wait, size, busy
         self._inbox: collections.deque[Slot[T]] = collections.deque()
         self._arriving = 0
         self._changed = threading.Condition()
@@ -103,10 +106,21 @@ class Batcher(Generic[T]):
                     size += self.size(batch[-1].item)
                     continue
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._arriving <= 0:
+                if remaining <= 0:
                     break
-                self._changed.wait(remaining)
+                if self._arriving > 0:
+                    self._changed.wait(remaining)
+                elif self.busy is not None and self._busy():
+                    self._changed.wait(min(remaining, BUSY_POLL))
+                else:
+                    break
             return batch
+
+    def _busy(self) -> bool:
+        try:
+            return bool(self.busy())
+        except Exception:
+            return False
 
     def _process(self, batch: list[Slot[T]]) -> None:
         try:
