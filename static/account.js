@@ -149,10 +149,11 @@
     }
   }
 
-  function cell(text, cls) {
+  function cell(text, cls, label) {
     const td = document.createElement("td");
     td.textContent = text;
     if (cls) td.className = cls;
+    if (label) td.dataset.label = label;   // shown before the value when the table folds into cards (phones)
     return td;
   }
 
@@ -171,11 +172,12 @@
     state.className = `key-state ${u.disabled ? "is-revoked" : "is-active"}`;
     state.dataset.testid = "user-state";
     state.textContent = u.disabled ? "disabled" : "active";
-    const stateCell = document.createElement("td");
+    const stateCell = cell("", "", "State");
     stateCell.append(state);
-    const roleCell = cell(u.role === "admin" ? "admin" : "user");
+    const roleCell = cell(u.role === "admin" ? "admin" : "user", "", "Role");
     roleCell.dataset.testid = "user-role";
-    tr.append(email, roleCell, stateCell, cell(String(u.predictions), "num"), cell(ds.absoluteTime(u.created_at)));
+    tr.append(email, roleCell, stateCell, cell(String(u.predictions), "num", "Predictions"),
+      cell(ds.absoluteTime(u.created_at), "", "Created"));
     const actions = document.createElement("td");
     actions.className = "actions";
     if (!self) {   // the server refuses these for oneself too (409)

@@ -9,9 +9,9 @@
   "use strict";
 
   const NS = "http://www.w3.org/2000/svg";
-  const W = 400;          // viewBox width; the SVG scales to its container
-  const H = 220;
-  const M = { top: 14, right: 12, bottom: 40, left: 46 };
+  const W = 360;          // viewBox width; the SVG scales to its container (text stays legible on a phone)
+  const H = 210;
+  const M = { top: 12, right: 12, bottom: 40, left: 50 };
   let uid = 0;
 
   function svgEl(tag, attrs = {}, text) {
@@ -97,21 +97,30 @@
     return fig;
   }
 
-  function niceRange(values, { min, max, pad = 0.05 } = {}) {
-    const finite = values.filter(Number.isFinite);
-    let lo = min !== undefined ? min : Math.min(...finite);
-    let hi = max !== undefined ? max : Math.max(...finite);
-    if (!finite.length) { lo = 0; hi = 1; }
-    if (hi === lo) { hi = lo + 1; }
-    const span = hi - lo;
-    if (min === undefined) lo -= span * pad;
-    if (max === undefined) hi += span * pad;
-    return [lo, hi];
+  /** A step of 1, 2 or 5 times a power of ten, about (hi - lo) / count. */
+  function niceStep(span, count) {
+    const raw = span / count;
+    const power = 10 ** Math.floor(Math.log10(raw));
+    const unit = raw / power;
+    return (unit <= 1 ? 1 : unit <= 2 ? 2 : unit <= 5 ? 5 : 10) * power;
   }
 
-  function ticks(lo, hi, count = 4) {
-    const step = (hi - lo) / count;
-    return Array.from({ length: count + 1 }, (_, i) => lo + step * i);
+  /** [lo, hi, step]: the data's range widened to round ticks; `min`/`max` pin an end (e.g. accuracy at 1). */
+  function niceRange(values, { min, max } = {}) {
+    const finite = values.filter(Number.isFinite);
+    let lo = min !== undefined ? min : (finite.length ? Math.min(...finite) : 0);
+    let hi = max !== undefined ? max : (finite.length ? Math.max(...finite) : 1);
+    if (hi <= lo) hi = lo + 1;
+    const step = niceStep(hi - lo, 4);
+    if (min === undefined) lo = Math.floor(lo / step) * step;
+    if (max === undefined) hi = Math.ceil(hi / step) * step;
+    return [lo, hi, step];
+  }
+
+  function ticks(lo, hi, step) {
+    const out = [];
+    for (let v = hi; v >= lo - step * 1e-6; v -= step) out.push(Math.round(v / step) * step);
+    return out.reverse();
   }
 
   function axes(svg, { x0, x1, y0, y1, yTicks, yFormat, xLabel, yLabel, xTicks }) {
@@ -136,20 +145,21 @@
   /**
    * Line chart of per-epoch series: [{name, values, cls}]. `format` shows a value; `min`/`max` fix the y range.
    */
-  function lineChart({ title, series, xLabel = "epoch", yLabel, format = (v) => v.toFixed(3), min, max, testid }) {
+  function lineChart({ title, series, xLabel = "epoch", yLabel, format = (v) => v.toFixed(3), tickFormat, min, max,
+    testid }) {
     const n = Math.max(...series.map((s) => s.values.length));
     const all = series.flatMap((s) => s.values);
-    const [lo, hi] = niceRange(all, { min, max });
+    const [lo, hi, step] = niceRange(all, { min, max });
     const x0 = M.left, x1 = W - M.right, y0 = M.top, y1 = H - M.bottom;
     const sx = (i) => (n <= 1 ? (x0 + x1) / 2 : x0 + (i / (n - 1)) * (x1 - x0));
     const sy = (v) => y1 - ((v - lo) / (hi - lo)) * (y1 - y0);
     const last = series.map((s) => `${s.name} ${s.values.length ? format(s.values[s.values.length - 1]) : "–"}`);
     const svg = frame(title, `${n} epochs. Last epoch: ${last.join(", ")}.`);
-    const step = Math.max(1, Math.ceil(n / 10));
+    const every = Math.max(1, Math.ceil(n / 10));
     axes(svg, {
       x0, x1, y0, y1, xLabel, yLabel,
-      yTicks: ticks(lo, hi).map((value) => ({ value, y: sy(value) })), yFormat: format,
-      xTicks: Array.from({ length: n }, (_, i) => i).filter((i) => i % step === 0 || i === n - 1)
+      yTicks: ticks(lo, hi, step).map((value) => ({ value, y: sy(value) })), yFormat: tickFormat || format,
+      xTicks: Array.from({ length: n }, (_, i) => i).filter((i) => i % every === 0 || i === n - 1)
         .map((i) => ({ x: sx(i), label: String(i + 1) })),
     });
     for (const s of series) {
@@ -232,7 +242,8 @@
     const svg = frame(title, `${lowest.join("; ")}.${lo > 0 ? ` The axis starts at ${fmt(lo)}.` : ""}`);
     axes(svg, {
       x0, x1, y0, y1, xLabel, yLabel: lo > 0 ? `${yLabel} (from ${Math.round(lo * 100)} %)` : yLabel,
-      yTicks: ticks(lo, hi).map((value) => ({ value, y: sy(value) })), yFormat: (v) => `${Math.round(v * 1000) / 10}`,
+      yTicks: ticks(lo, hi, niceStep(hi - lo, 4)).map((value) => ({ value, y: sy(value) })),
+      yFormat: (v) => `${Math.round(v * 1000) / 10}`,
       xTicks: categories.map((c, i) => ({ x: x0 + group * (i + 0.5), label: String(c) })),
     });
     series.forEach((s, k) => {

@@ -98,11 +98,13 @@
     const active = m.active_version != null ? `active: v${m.active_version}` : "no active version";
     card.append(el("h2", { class: "subtitle model-name", id: `model-${m.name}-title` },
       document.createTextNode(m.name), el("span", { class: "model-active small", text: active })));
-    const table = el("table", { class: "versions-table" });
+    const table = el("table", { class: "versions-table fold-table" });
     table.append(el("caption", { class: "visually-hidden", text: `Versions of ${m.name}` }));
     const head = el("tr");
-    for (const h of ["Version", "Family", "Architecture", "Test accuracy", "On users' labels", "Training", "Trained",
-      "Status", ""]) head.append(el("th", { scope: "col", text: h }));
+    for (const [h, optional] of [["Version"], ["Family", 1], ["Architecture", 1], ["Test accuracy"],
+      ["On users' labels"], ["Training"], ["Trained", 1], ["Status"], ["", 0]]) {
+      head.append(el("th", { scope: "col", text: h, class: optional ? "col-optional" : "" }));
+    }
     table.append(el("thead", {}, head));
     const body = el("tbody");
     const versions = m.versions.slice().sort((a, b) => b.version - a.version);
@@ -116,13 +118,16 @@
     const row = el("tr", { "data-version": String(v.version), "data-testid": "version-row",
       class: v.active ? "is-active" : "" });
     row.append(el("th", { scope: "row", text: `v${v.version}` }));
-    row.append(el("td", { text: v.family }));
-    row.append(el("td", { class: "architecture", text: v.architecture || "–" }));
-    row.append(el("td", { class: "num", text: pct(v.test_accuracy) }));
-    row.append(el("td", { class: "num", "data-testid": "feedback-accuracy", text: feedbackText(v.feedback) }));
-    row.append(el("td", { class: "num", text: duration(v.train_seconds) }));
-    row.append(el("td", { text: ds.absoluteTime(v.created_at) }));
-    const status = el("td");
+    row.append(el("td", { class: "col-optional", "data-label": "Family", text: v.family }));
+    // the network itself; how it was trained is in the details
+    const arch = (v.architecture || "–").split(";")[0];
+    row.append(el("td", { class: "architecture col-optional", text: arch, title: v.architecture || "" }));
+    row.append(el("td", { class: "num", "data-label": "Test accuracy", text: pct(v.test_accuracy) }));
+    row.append(el("td", { class: "num", "data-label": "On users' labels", "data-testid": "feedback-accuracy",
+      text: feedbackText(v.feedback) }));
+    row.append(el("td", { class: "num", "data-label": "Training", text: duration(v.train_seconds) }));
+    row.append(el("td", { class: "col-optional", "data-label": "Trained", text: ds.absoluteTime(v.created_at) }));
+    const status = el("td", { "data-label": "Status" });
     status.append(el("span", { class: `model-state ${v.active ? "is-active" : ""}`, "data-testid": "version-state",
       text: v.active ? "active" : "inactive" }));
     row.append(status);
@@ -217,12 +222,13 @@
       const loss = [["loss", "training", "series-1"], ["val_loss", "validation", "series-2"]].filter(([k]) => has(k));
       if (loss.length) {
         figures.push(charts.lineChart({ title: "Loss per epoch", yLabel: "loss", testid: "chart-loss",
+          tickFormat: (x) => String(Math.round(x * 1000) / 1000),
           series: loss.map(([k, name, cls]) => ({ name, cls, values: c[k] })) }));
       }
       const acc = [["accuracy", "training", "series-1"], ["val_accuracy", "validation", "series-2"]].filter(([k]) => has(k));
       if (acc.length) {
         figures.push(charts.lineChart({ title: "Accuracy per epoch", yLabel: "accuracy (%)", testid: "chart-accuracy",
-          format: (x) => `${(x * 100).toFixed(1)}`, max: 1,
+          format: (x) => `${(x * 100).toFixed(1)}`, tickFormat: (x) => String(Math.round(x * 1000) / 10), max: 1,
           series: acc.map(([k, name, cls]) => ({ name, cls, values: c[k] })) }));
       }
       const known = new Set(["loss", "val_loss", "accuracy", "val_accuracy"]);
@@ -249,7 +255,7 @@
       const per = v.metrics && Array.isArray(v.metrics.per_class) ? v.metrics.per_class : [];
       if (per.length !== 10) return none("No per-digit metrics were recorded for this version.");
       return charts.groupedBars({
-        title: "Precision and recall per digit", xLabel: "digit", yLabel: "%", testid: "chart-per-class",
+        title: "Per digit, on the test set", xLabel: "digit", yLabel: "%", testid: "chart-per-class",
         categories: per.map((p) => p.digit),
         series: [{ name: "precision", cls: "series-1", values: per.map((p) => p.precision) },
           { name: "recall", cls: "series-2", values: per.map((p) => p.recall) }],

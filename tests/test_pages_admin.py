@@ -90,6 +90,9 @@ def test_dashboard_shows_versions_and_charts_and_admin_activates_one(live_server
     expect(table.locator("tbody tr")).to_have_count(10)
     expect(detail.locator("[data-panel=feedback]")).to_contain_text("labelled")
     screenshots(page, "models", tmp_path)
+    page.emulate_media(color_scheme="dark")
+    screenshots(page, "models-dark", tmp_path)
+    page.emulate_media(color_scheme="light")
 
     # Activate the new version: the dialog's Cancel changes nothing; confirming switches.
     row_new.locator("[data-testid=version-activate]").click()
@@ -288,6 +291,9 @@ def test_admin_disables_a_user_who_then_cannot_sign_in(live_server, browser_page
     page.click("#user-confirm")
     expect(row.locator("[data-testid=user-role]")).to_have_text("admin")
     screenshots(page, "account-admin", tmp_path)
+    page.emulate_media(color_scheme="dark")
+    screenshots(page, "account-admin-dark", tmp_path)
+    page.emulate_media(color_scheme="light")
 
     # The open session of the disabled user stops at its next request; signing in is refused.
     other_page.click("[data-testid=tab-history]")
