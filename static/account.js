@@ -93,7 +93,6 @@
 
   function closeDelete() {
     $("#delete-dialog").close();
-    $("#delete-open").focus();
   }
 
   async function onDelete(event) {
@@ -138,6 +137,7 @@
       if (mine !== usersState.request || !ds.user()) return;
       ds.hideInline("#users-error");
       body.replaceChildren(...users.data.users.map(userRow));
+      filterUsers();
       renderAudit(audit.data.entries);
       $("#users-status").textContent = "";
     } catch (err) {
@@ -147,6 +147,18 @@
     } finally {
       if (mine === usersState.request) $("#users").setAttribute("aria-busy", "false");
     }
+  }
+
+  /** Show only the accounts whose email contains what is typed in "Find by email". */
+  function filterUsers() {
+    const needle = $("#users-filter").value.trim().toLowerCase();
+    let shown = 0;
+    const rows = document.querySelectorAll("#users tbody tr");
+    for (const tr of rows) {
+      tr.hidden = !!needle && !tr.dataset.email.includes(needle);
+      if (!tr.hidden) shown += 1;
+    }
+    if (needle) $("#users-status").textContent = `${shown} of ${rows.length} accounts match.`;
   }
 
   function cell(text, cls, label) {
@@ -292,6 +304,9 @@
     $("#delete-open").addEventListener("click", openDelete);
     $("#delete-cancel").addEventListener("click", closeDelete);
     $("#delete-form").addEventListener("submit", onDelete);
+    // Escape closes the dialog too: the focus goes back to the button that opened it
+    $("#delete-dialog").addEventListener("close", () => { if (ds.user()) $("#delete-open").focus(); });
+    $("#users-filter").addEventListener("input", filterUsers);
     $("#users-refresh").addEventListener("click", loadUsers);
     $("#user-dialog").addEventListener("close", onUserDialogClose);
   });

@@ -277,6 +277,9 @@ def test_admin_disables_a_user_who_then_cannot_sign_in(live_server, browser_page
     expect(mine.locator("button")).to_have_count(0)   # no way to lock oneself out
     row = page.locator(f"[data-testid=user-row][data-email='{email}']")
     expect(row.locator("[data-testid=user-state]")).to_have_text("active")
+    page.fill("#users-filter", email.split("@")[0])
+    expect(page.locator("[data-testid=user-row]:visible")).to_have_count(1)
+    expect(row).to_be_visible()
 
     row.locator("[data-testid=user-disable]").click()
     dialog = page.locator("#user-dialog")
