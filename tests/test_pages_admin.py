@@ -42,13 +42,20 @@ def other_page(chromium):
 
 
 def predict_drawing(page) -> str:
-    """Draw a 1, predict, and return the "name:version" the answer came from."""
+    """Draw a 1, predict, and return the "name:version" the answer came from (as the page shows it)."""
     page.click("[data-testid=tab-draw]")
     page.click("#clear")
     draw_one(page)
-    page.click("#predict")
-    expect(page.locator("#status")).to_have_attribute("data-state", "done", timeout=PREDICT_TIMEOUT_MS)
-    return re.search(r"\bmlp:\d+\b", page.locator(".results-meta").inner_text()).group(0)
+    with page.expect_response(lambda r: r.request.method == "POST" and "/api/v1/predictions" in r.url,
+                              timeout=PREDICT_TIMEOUT_MS) as response:
+        page.click("#predict")
+    answer = response.value.json()
+    shown = f"{answer['model']['name']}:{answer['model']['version']}"
+    # the page shows this prediction's answer (not the one before it) and where it came from
+    expect(page.locator(".results-meta")).to_contain_text(shown, timeout=PREDICT_TIMEOUT_MS)
+    expect(page.locator("#status")).to_contain_text(f"with {shown}", timeout=PREDICT_TIMEOUT_MS)
+    expect(page.locator("#status")).to_have_attribute("data-state", "done")
+    return shown
 
 
 def test_dashboard_shows_versions_and_charts_and_admin_activates_one(live_server, browser_page, tiny_mlp_file,

@@ -97,9 +97,9 @@ def register(router: Router, services: Services) -> None:
     def logout(req: Request):
         sid = req.cookies[auth.SESSION_COOKIE]
         scope = req.query.get("all", "")
-        if scope not in ("", "0", "1", "true", "false"):
+        if scope not in ("", "0", "1"):
             raise InvalidInput("all must be 1 (every session of the account) or 0 (this one)")
-        if scope in ("1", "true"):
+        if scope == "1":
             auth.end_all_sessions(services, req.principal, sid)
         else:
             auth.destroy_session(services, sid)
