@@ -93,6 +93,25 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="user")
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    # a disabled account cannot sign in, and its sessions and keys stop working at once
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    # sessions carry the generation they were made in; bumping it ends every session of the user
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class AuditEntry(Base):
+    """Who changed whose account, and how. E-mails are copied: the rows outlive deleted accounts."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+    actor_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    actor_email: Mapped[str] = mapped_column(String(254))
+    target_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    target_email: Mapped[str] = mapped_column(String(254))
+    action: Mapped[str] = mapped_column(String(32))
 
 
 class ApiKey(Base):

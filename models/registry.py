@@ -46,6 +46,7 @@ class VersionInfo:
             "name": self.name,
             "version": self.version,
             "family": self.family,
+            "architecture": self.hyperparameters.get("architecture"),
             "active": self.active,
             "status": self.status,
             "test_accuracy": self.test_accuracy,

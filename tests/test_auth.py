@@ -723,6 +723,10 @@ def test_bearer_keys_are_off_by_default(account, services):
         assert_error(res, 403)
         again = login(account.app, account.email)
         account.app.delete(f"/api/v1/keys/{key_id}", headers=again.headers)
+        # the other process (its own key cache) hears of the revocation over Redis within milliseconds
+        deadline = time.monotonic() + 2
+        while on.credentials.get(key_id) is not None and time.monotonic() < deadline:
+            time.sleep(0.001)
         assert_error(on_app.get(PREDICTIONS, headers=bearer, expect_errors=True), 401)
     finally:
         on.close()

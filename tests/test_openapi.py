@@ -83,3 +83,42 @@ def test_responses_match_the_document(app, make_user, registered_mlp, digit_pngs
 
     statuses = {status for _, _, status in check.seen}
     assert {"200", "201", "202", "204", "400", "401", "403", "404", "409", "413", "415", "422"} <= statuses
+
+
+def test_account_and_admin_responses_match_the_document(app, make_user, documented):
+    from webtest import TestApp
+
+    check = documented
+    admin = login(app, make_user(role="admin"))
+    other = login(TestApp(app.app), make_user())
+    check(app.get("/api/v1/users"))
+    check(other.app.get("/api/v1/users", expect_errors=True))
+    check(app.patch_json(f"/api/v1/users/{other.user_id}", {"disabled": True}, headers=admin.headers))
+    check(app.patch_json(f"/api/v1/users/{other.user_id}", {"role": "user", "disabled": False},
+                         headers=admin.headers))
+    other = login(other.app, other.email)   # disabling ended its session
+    check(app.patch_json(f"/api/v1/users/{admin.user_id}", {"disabled": True}, headers=admin.headers,
+                         expect_errors=True))
+    check(app.patch_json("/api/v1/users/99999", {"disabled": True}, headers=admin.headers, expect_errors=True))
+    check(app.patch_json(f"/api/v1/users/{other.user_id}", {"role": "root"}, headers=admin.headers,
+                         expect_errors=True))
+    check(app.get("/api/v1/audit?limit=5"))
+    check(app.get("/api/v1/audit?limit=500", expect_errors=True))
+    check(other.app.put_json("/api/v1/account/password", {"current_password": "wrong-password-1",
+                                                          "new_password": "digits-are-fun-43"},
+                             headers=other.headers, expect_errors=True))
+    check(other.app.put_json("/api/v1/account/password", {"current_password": "digits-are-fun-42",
+                                                          "new_password": "short"},
+                             headers=other.headers, expect_errors=True))
+    res = check(other.app.put_json("/api/v1/account/password", {"current_password": "digits-are-fun-42",
+                                                                "new_password": "digits-are-fun-43"},
+                                   headers=other.headers))
+    other.csrf = res.json["csrf_token"]
+    check(app.delete_json("/api/v1/account", {"password": "digits-are-fun-42"}, headers=admin.headers,
+                          expect_errors=True))   # the last administrator: 409
+    check(other.app.delete_json("/api/v1/account", {"password": "digits-are-fun-43"}, headers=other.headers))
+    check(app.delete("/api/v1/sessions?all=2", headers=admin.headers, expect_errors=True))
+    check(app.delete("/api/v1/sessions?all=1", headers=admin.headers))
+    statuses = {(method, status) for method, _, status in check.seen}
+    assert {("PATCH", "200"), ("PATCH", "409"), ("PATCH", "404"), ("PUT", "403"), ("PUT", "200"),
+            ("DELETE", "409"), ("DELETE", "200"), ("DELETE", "204"), ("GET", "403")} <= statuses

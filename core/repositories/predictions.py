@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from sqlalchemy import and_, bindparam, delete, exists, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.db import Prediction, PredictionImage, utcnow
@@ -98,6 +98,18 @@ def labelled_images(session: Session) -> list[tuple[bytes, int]]:
         .order_by(PredictionImage.feedback_at)
     ).all()
     return [(png, int(label)) for png, label in rows]
+
+
+def feedback_agreement(session: Session, model_version_ids: Sequence[int] | None = None) -> dict[int, tuple[int, int]]:
+    """model version id -> (images users labelled, of which the version's answer matched the label)."""
+    agreed = func.sum(case((PredictionImage.digit == PredictionImage.feedback_label, 1), else_=0))
+    query = (select(Prediction.model_version_id, func.count(), agreed)
+             .join(Prediction, Prediction.id == PredictionImage.prediction_id)
+             .where(PredictionImage.feedback_label.is_not(None), PredictionImage.digit.is_not(None))
+             .group_by(Prediction.model_version_id))
+    if model_version_ids is not None:
+        query = query.where(Prediction.model_version_id.in_(list(model_version_ids)))
+    return {int(vid): (int(n), int(ok or 0)) for vid, n, ok in session.execute(query)}
 
 
 # -- state transitions (compare-and-set) -----------------------------------------------------------

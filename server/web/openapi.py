@@ -62,16 +62,35 @@ SCHEMAS: dict[str, Any] = {
     },
     "ModelVersion": {
         "type": "object",
-        "properties": {k: {"type": t} for k, t in [
+        "properties": {**{k: {"type": t} for k, t in [
             ("name", "string"), ("version", "integer"), ("family", "string"), ("active", "boolean"),
             ("status", "string"), ("test_accuracy", ["number", "null"]), ("train_seconds", ["number", "null"]),
             ("created_at", "string"), ("sha256", "string"), ("hyperparameters", "object"),
+            ("architecture", ["string", "null"]),
             ("metrics", "object"), ("confusion_matrix", "array"), ("curves", "object")]},
+            "feedback": {"$ref": "#/components/schemas/Feedback"}},
+    },
+    "Feedback": {
+        "type": "object", "required": ["labelled", "agreed", "accuracy"],
+        "description": "how the version fared on the digits users labelled (a correction or a confirmation)",
+        "properties": {"labelled": {"type": "integer", "minimum": 0},
+                       "agreed": {"type": "integer", "minimum": 0, "description": "answers equal to the label"},
+                       "accuracy": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                                    "description": "agreed / labelled; null before any label"}},
     },
     "Credentials": {"type": "object", "required": ["email", "password"], "properties": {
         "email": {"type": "string", "format": "email"}, "password": {"type": "string", "minLength": 10}}},
     "User": {"type": "object", "properties": {
         "id": {"type": "integer"}, "email": {"type": "string"}, "role": {"enum": ["user", "admin"]}}},
+    "AdminUser": {"type": "object", "required": ["id", "email", "role", "disabled"], "properties": {
+        "id": {"type": "integer"}, "email": {"type": "string"}, "role": {"enum": ["user", "admin"]},
+        "disabled": {"type": "boolean"}, "created_at": {"type": "string"},
+        "disabled_at": {"type": ["string", "null"]}, "predictions": {"type": "integer"}}},
+    "AuditEntry": {"type": "object", "required": ["id", "created_at", "action", "actor", "target"], "properties": {
+        "id": {"type": "integer"}, "created_at": {"type": "string"},
+        "action": {"enum": ["disable", "enable", "grant_admin", "revoke_admin", "delete_account"]},
+        "actor": {"type": "object", "properties": {"id": {"type": ["integer", "null"]}, "email": {"type": "string"}}},
+        "target": {"type": "object", "properties": {"id": {"type": ["integer", "null"]}, "email": {"type": "string"}}}}},
     "Session": {"type": "object", "properties": {
         "user": {"$ref": "#/components/schemas/User"}, "csrf_token": {"type": "string"}}},
     "Key": {"type": "object", "properties": {
@@ -148,8 +167,14 @@ OPERATIONS: dict[tuple[str, str], dict] = {
             **_errors(401)},
     },
     ("GET", "/api/v1/models/{name}"): {
-        "summary": "One model: versions, metrics, confusion matrix, curves",
-        "responses": {"200": {"description": "the model", "content": _json({"type": "object"})}, **_errors(401, 404)},
+        "summary": "One model: every version with hyper-parameters, metrics (per-class precision and recall), "
+                   "confusion matrix, training curves, and accuracy on users' labels",
+        "responses": {"200": {"description": "the model", "content": _json({
+            "type": "object", "required": ["name", "active_version", "versions"], "properties": {
+                "name": {"type": "string"}, "active_version": {"type": ["integer", "null"]},
+                "active": {"oneOf": [{"$ref": "#/components/schemas/ModelVersion"}, {"type": "null"}]},
+                "versions": {"type": "array", "items": {"$ref": "#/components/schemas/ModelVersion"}}}})},
+            **_errors(401, 404)},
     },
     ("POST", "/api/v1/models/{name}/versions/{version}/activate"): {
         "summary": "Promote or roll back (admin)",
@@ -174,8 +199,49 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                       **_errors(401)},
     },
     ("DELETE", "/api/v1/sessions"): {
-        "summary": "Log out", "security": [{"session": []}],
-        "responses": {"204": {"description": "logged out"}, **_errors(401, 403)},
+        "summary": "Log out; with all=1, end every session of the account (sign out everywhere)",
+        "security": [{"session": []}],
+        "parameters": [{"name": "all", "in": "query", "schema": {"enum": ["0", "1"]}}],
+        "responses": {"204": {"description": "logged out"}, **_errors(400, 401, 403)},
+    },
+    ("PUT", "/api/v1/account/password"): {
+        "summary": "Change the password (the current one required); every other session ends and this browser "
+                   "gets a new session", "security": [{"session": []}],
+        "requestBody": {"required": True, "content": _json({
+            "type": "object", "required": ["current_password", "new_password"], "properties": {
+                "current_password": {"type": "string"}, "new_password": {"type": "string", "minLength": 10}}})},
+        "responses": {"200": {"description": "changed", "content": _json({"$ref": "#/components/schemas/Session"})},
+                      **_errors(400, 401, 403, 429)},
+    },
+    ("DELETE", "/api/v1/account"): {
+        "summary": "Delete the account with its API keys, predictions and images (the password confirms)",
+        "security": [{"session": []}],
+        "requestBody": {"required": True, "content": _json({"type": "object", "required": ["password"],
+                                                            "properties": {"password": {"type": "string"}}})},
+        "responses": {"200": {"description": "deleted", "content": _json({"type": "object", "properties": {
+            "deleted_predictions": {"type": "integer"}}})},
+            **_errors(400, 401, 403, 409, 429)},
+    },
+    ("GET", "/api/v1/users"): {
+        "summary": "Every account (admin)",
+        "responses": {"200": {"description": "users", "content": _json({"type": "object", "properties": {
+            "users": {"type": "array", "items": {"$ref": "#/components/schemas/AdminUser"}}}})},
+            **_errors(401, 403)},
+    },
+    ("PATCH", "/api/v1/users/{user_id}"): {
+        "summary": "Disable or re-enable an account, grant or revoke admin (admin; audited). "
+                   "Administrators cannot disable themselves or drop their own role (409).",
+        "requestBody": {"required": True, "content": _json({"type": "object", "minProperties": 1, "properties": {
+            "disabled": {"type": "boolean"}, "role": {"enum": ["user", "admin"]}}})},
+        "responses": {"200": {"description": "the account now", "content": _json({"$ref": "#/components/schemas/AdminUser"})},
+                      **_errors(400, 401, 403, 404, 409)},
+    },
+    ("GET", "/api/v1/audit"): {
+        "summary": "Recent changes to accounts: who did what to whom, newest first (admin)",
+        "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}],
+        "responses": {"200": {"description": "entries", "content": _json({"type": "object", "properties": {
+            "entries": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}}}})},
+            **_errors(400, 401, 403)},
     },
     ("POST", "/api/v1/keys"): {
         "summary": "Create an API key (the secret is shown once)", "security": [{"session": []}],
