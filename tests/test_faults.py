@@ -128,6 +128,13 @@ def test_a_batch_finishes_only_the_attempts_still_running(services, registered_m
     assert documents[1]["results"] == [] and documents[1]["error"] == "lost"
 
 
+def test_the_answer_to_a_submission_is_the_stored_prediction(services, registered_mlp, digit_pngs):
+    """Built from what was just stored, not read back: it must be what a GET reads."""
+    document, created = predictions.submit(services, None, predictions.Submission([digit_pngs[3], digit_pngs[8]]))
+    assert created and document["status"] == "queued"
+    assert document == predictions.get(services, None, document["id"])
+
+
 def test_the_result_notice_is_the_stored_prediction(services, registered_mlp, digit_pngs, run_jobs):
     """Waiting requests get the document the worker built in memory: it must be what a GET reads."""
     ids = [predictions.submit(services, None, predictions.Submission([digit_pngs[d], digit_pngs[9]]))[0]["id"]

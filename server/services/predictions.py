@@ -131,10 +131,11 @@ def submit(services: Services, user_id: int | None, submission: Submission) -> t
                 raise
             return earlier, False
     prediction_id = prediction.id
-    if submission.wait > 0:
-        notice = services.queue.wait(prediction_id, submission.wait)
-        if notice and notice.get("document"):  # the result came with the notice: no need to read it back
-            return notice["document"], True
+    if submission.wait <= 0:
+        return serialize(prediction, []), True  # just stored as it is: no need to read it back
+    notice = services.queue.wait(prediction_id, submission.wait)
+    if notice and notice.get("document"):  # the result came with the notice: no need to read it back
+        return notice["document"], True
     return get(services, user_id, prediction_id), True
 
 
