@@ -165,6 +165,7 @@ def make_settings(database_url: str, prefix: str, tmp_path: Path, **changes) -> 
         mnist_dir=MNIST_DIR,
         model_cache_dir=tmp_path / "models",
         queue_name=prefix.rstrip(":").replace(":", "-"),
+        training_queue_name=prefix.rstrip(":").replace(":", "-") + "-training",
         redis_prefix=prefix,
     ).replace(**changes)
 
