@@ -25,6 +25,7 @@ class Services:
     admission: Admission
     store: ModelStore
     registry: ModelRegistry
+    training_queue: TaskQueue  # training, retraining and searches: TRAINING_QUEUE_NAME
 
     def key(self, *parts: object) -> str:
         """A Redis key in this deployment's namespace."""
@@ -59,4 +60,5 @@ def build(settings: Settings) -> Services:
         admission=Admission(settings, sessions, tasks),
         store=store,
         registry=ModelRegistry(sessions, store),
+        training_queue=TaskQueue(settings, connection, blocking, name=settings.training_queue_name),
     )
