@@ -83,3 +83,34 @@ def test_responses_match_the_document(app, make_user, registered_mlp, digit_pngs
 
     statuses = {status for _, _, status in check.seen}
     assert {"200", "201", "202", "204", "400", "401", "403", "404", "409", "413", "415", "422"} <= statuses
+
+
+def test_improvement_endpoints_match_the_document(app, make_user, registered_mlp, digit_pngs, documented):
+    check = documented
+    user = login(app, make_user())
+    pid = app.post("/api/v1/predictions", upload_files=[("image", "a.png", digit_pngs[4])],
+                   headers=user.headers).json["id"]
+    app.post_json(f"/api/v1/predictions/{pid}/feedback", {"label": 9}, headers=user.headers)
+    check(app.get("/api/v1/feedback", expect_errors=True))  # 403: not an administrator
+    admin = login(app, make_user(role="admin"))
+    check(app.get("/api/v1/feedback?state=pending"))
+    check(app.get("/api/v1/feedback?limit=0", expect_errors=True))
+    check(app.patch_json(f"/api/v1/feedback/{pid}", {"state": "accepted"}, headers=admin.headers))
+    check(app.patch_json(f"/api/v1/feedback/{pid}", {"state": "accepted", "index": 3}, headers=admin.headers,
+                         expect_errors=True))
+    check(app.patch_json(f"/api/v1/feedback/{pid}", {"state": "yes"}, headers=admin.headers, expect_errors=True))
+    queued = check(app.post_json("/api/v1/training-jobs", {"kind": "retrain", "name": "mlp", "limit": 1000},
+                                 headers=admin.headers)).json
+    check(app.post_json("/api/v1/training-jobs", {"kind": "tune", "family": "mlp", "population": 1},
+                        headers=admin.headers, expect_errors=True))
+    check(app.post_json("/api/v1/training-jobs", {"kind": "retrain", "name": "nope"}, headers=admin.headers,
+                        expect_errors=True))
+    check(app.get("/api/v1/training-jobs?limit=5"))
+    check(app.get("/api/v1/training-jobs?status=bogus", expect_errors=True))
+    check(app.get(f"/api/v1/training-jobs/{queued['id']}"))
+    check(app.get("/api/v1/training-jobs/nope", expect_errors=True))
+    check(app.post(f"/api/v1/training-jobs/{queued['id']}/cancel", headers=admin.headers))
+    assert app.get(f"/api/v1/training-jobs/{queued['id']}").json["status"] == "cancelled"
+    check(app.get("/api/v1/models/mlp"))
+    statuses = {status for _, _, status in check.seen}
+    assert {"200", "202", "400", "403", "404"} <= statuses
