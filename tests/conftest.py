@@ -341,6 +341,14 @@ def wait_for_worker(services, timeout: float = 60.0) -> None:
 
 
 @pytest.fixture
+def cli_env(monkeypatch, settings):
+    """`digitserve` subcommands called in this process (`main([...])`) use this test's settings."""
+    for name, value in process_env(settings).items():
+        monkeypatch.setenv(name, value)
+    return settings
+
+
+@pytest.fixture
 def start_worker(settings, tmp_path):
     """Start `digitserve worker` processes on this test's database and queue."""
     started: list[Subcommand] = []

@@ -11,13 +11,6 @@ from server.cli.main import build_parser, main
 from server.cli.processes import Subcommand, free_port
 
 
-@pytest.fixture
-def cli_env(monkeypatch, settings):
-    for name, value in process_env(settings).items():
-        monkeypatch.setenv(name, value)
-    return settings
-
-
 def test_train_registers_and_activates_a_version(cli_env, services, capsys):
     assert main(["train", "softmax", "--limit", "3000", "--epochs", "2", "--activate", "--quiet"]) == 0
     out = capsys.readouterr().out

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import login, png_bytes, process_env
+from conftest import login, png_bytes
 from core.db import unit_of_work
 from core.preprocess import from_png
 from core.repositories import feedback as feedback_repo
@@ -32,13 +32,6 @@ def correct(services, user_id, images, labels) -> list[tuple[str, int]]:
 def accept_all(services, refs) -> None:
     for pid, index in refs:
         feedback.review(services, None, pid, {"index": index, "state": "accepted"})
-
-
-@pytest.fixture
-def cli_env(monkeypatch, settings):
-    for name, value in process_env(settings).items():
-        monkeypatch.setenv(name, value)
-    return settings
 
 
 # -- the feedback dataset --------------------------------------------------------------------------

@@ -3,11 +3,10 @@ report their progress per epoch and can be cancelled, queued or running."""
 import pytest
 
 from conftest import login, process_env, wait_until
+from core.db import unit_of_work
+from core.repositories import training as repo
 from server.cli.processes import Subcommand
 from server.services import training
-
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def training_worker(settings, tmp_path):
@@ -29,6 +28,7 @@ def job(services, job_id):
     return training.get(services, job_id)
 
 
+@pytest.mark.slow
 def test_jobs_run_on_the_training_worker_with_progress_and_cancel(app, services, make_user, account,
                                                                   training_worker):
     body = {"kind": "train", "family": "softmax", "limit": 1000, "epochs": 3, "seed": 1}
@@ -90,3 +90,34 @@ def test_jobs_run_on_the_training_worker_with_progress_and_cancel(app, services,
     assert listed[2]["epochs_done"] == 3 and "progress" not in listed[2]
     assert job(services, queued.json["id"])["started_at"] is None  # the worker skipped the cancelled job
     assert worker.alive()
+
+
+def test_a_job_left_running_by_a_lost_training_worker_is_failed(services):
+    with unit_of_work(services.sessions) as session:
+        lost, alive = (repo.create(session, "train", {"family": "softmax"}, None).id for _ in range(2))
+    with unit_of_work(services.sessions) as session:
+        assert repo.start(session, lost, "ghost") and repo.start(session, alive, "busy")
+    services.training_queue.heartbeat("busy")
+    assert training.fail_lost(services) == 1
+    gone = training.get(services, lost)
+    assert gone["status"] == "failed" and "ghost" in gone["error"] and gone["finished_at"]
+    assert training.get(services, alive)["status"] == "running"
+
+
+def test_cli_queue_submits_instead_of_training(cli_env, services, capsys):
+    from server.cli.main import build_parser, main
+
+    assert main(["train", "softmax", "--limit", "1000", "--epochs", "1", "--queue"]) == 0
+    out = capsys.readouterr().out
+    jobs = training.listing(services)["jobs"]
+    assert len(jobs) == 1 and jobs[0]["id"] in out and "digitserve worker --queue training" in out
+    assert jobs[0]["status"] == "queued" and jobs[0]["created_by"] is None
+    assert jobs[0]["spec"] == {"family": "softmax", "name": "softmax", "epochs": 1, "limit": 1000, "seed": 0,
+                               "batch_size": None, "activate": False, "with_feedback": False}
+    assert services.training_queue.rq.job_ids == [jobs[0]["id"]]
+    assert services.queue.rq.job_ids == []  # never on the predictions' queue
+    assert main(["retrain", "nope", "--queue"]) == 1  # validated like the API before anything is queued
+    assert "no model named 'nope'" in capsys.readouterr().err
+    assert main(["tune", "x", "--family", "mlp", "--population", "1", "--queue"]) == 1
+    assert "population" in capsys.readouterr().err
+    assert build_parser().parse_args(["worker", "--queue", "training"]).queue == "training"
