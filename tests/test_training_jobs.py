@@ -1,5 +1,7 @@
 """Training jobs started from the API run on a real training worker (`digitserve worker --queue training`),
 report their progress per epoch and can be cancelled, queued or running."""
+import signal
+
 import pytest
 
 from conftest import login, process_env, wait_until
@@ -90,6 +92,16 @@ def test_jobs_run_on_the_training_worker_with_progress_and_cancel(app, services,
     assert listed[2]["epochs_done"] == 3 and "progress" not in listed[2]
     assert job(services, queued.json["id"])["started_at"] is None  # the worker skipped the cancelled job
     assert worker.alive()
+
+    # a worker asked to stop (SIGTERM) hands its running job back to the queue at the end of the epoch
+    handed = post({"kind": "train", "family": "mlp", "name": "handed", "limit": 2000, "epochs": 500}).json
+    wait_until(lambda: len(job(services, handed["id"])["progress"]) >= 1, 120, 0.2, "the job's first epoch")
+    assert worker.stop(signal.SIGTERM) == 0
+    back = job(services, handed["id"])
+    assert back["status"] == "queued" and back["worker"] is None and back["progress"][-1]["type"] == "requeued"
+    assert services.training_queue.rq.job_ids == [f"{handed['id']}-r1"]
+    assert services.registry.list("handed") == []
+    assert app.post(f"/api/v1/training-jobs/{handed['id']}/cancel", headers=admin.headers).json["status"] == "cancelled"
 
 
 def test_a_job_left_running_by_a_lost_training_worker_is_failed(services):

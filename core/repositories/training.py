@@ -68,6 +68,19 @@ def add_progress(session: Session, job_id: str, entry: dict) -> bool:
     return bool(job.cancel_requested)
 
 
+def requeue(session: Session, job_id: str, reason: str) -> int | None:
+    """running -> queued again (its worker stopped before it finished); the number of this restart, or
+    None when the job was no longer running. The progress so far stays, after a `requeued` marker."""
+    job = get(session, job_id)
+    if job is None or job.status != RUNNING:
+        return None
+    restarts = 1 + sum(1 for entry in job.progress or [] if entry.get("type") == "requeued")
+    job.progress = [*(job.progress or []), {"type": "requeued", "reason": reason, "at": utcnow().isoformat() + "Z"}]
+    job.status, job.worker, job.started_at = QUEUED, None, None
+    session.flush()
+    return restarts
+
+
 def cancel_requested(session: Session, job_id: str) -> bool:
     return bool(session.scalar(select(TrainingJob.cancel_requested).where(TrainingJob.id == job_id)))
 

@@ -40,6 +40,8 @@ class TaskQueue:
         self.connection = connection
         self.blocking = blocking
         self.rq = Queue(name or settings.queue_name, connection=connection, serializer=JSONSerializer)
+        # set when this process's worker is asked to stop (SIGTERM): a long job may end early and go back
+        self.stopping = threading.Event()
 
     @property
     def name(self) -> str:
@@ -61,14 +63,15 @@ class TaskQueue:
             retry=Retry(max=settings.job_retries) if settings.job_retries else None,
         )
 
-    def enqueue_training(self, job_id: str) -> None:
+    def enqueue_training(self, job_id: str, restart: int = 0) -> None:
         """One training job (its spec is in the database), with the long training timeout and no retry:
-        a failed run is reported, not repeated."""
+        a failed run is reported, not repeated. A job handed back by a stopping worker goes on again
+        under a queue job id of its own (`restart` > 0)."""
         settings = self.settings
         self.rq.enqueue_call(
             TRAINING_FUNCTION,
             args=(job_id,),
-            job_id=job_id,
+            job_id=job_id if not restart else f"{job_id}-r{restart}",
             timeout=settings.training_job_timeout,
             result_ttl=settings.result_ttl,
             failure_ttl=24 * 3600,
@@ -183,6 +186,7 @@ class TaskQueue:
                 # a new RQ name each round: a registration left behind by an outage must not block it
                 worker = _Worker([queue], connection=listening, serializer=JSONSerializer,
                                  name=f"{name}.{generation}", worker_ttl=WORKER_TTL)
+                worker.stopping = self.stopping
                 try:
                     worker.work(burst=burst, logging_level="WARNING")
                 except redis.RedisError as exc:  # its own clean-up needed Redis too
@@ -221,9 +225,12 @@ class _Worker(SimpleWorker):
     """
 
     stop_asked_at: float | None = None
+    stopping: threading.Event | None = None
 
     def request_stop(self, signum, frame):
         self.stop_asked_at = time.monotonic()
+        if self.stopping is not None:
+            self.stopping.set()
         super().request_stop(signum, frame)
 
     def work(self, *args, **kwargs):

@@ -237,16 +237,22 @@ def run(services: Services, job_id: str, worker: str) -> str:
         with unit_of_work(services.sessions) as session:
             return repo.add_progress(session, job_id, {**entry, "at": isoformat(utcnow())})
 
+    stopping = services.training_queue.stopping  # the worker was asked to stop (SIGTERM)
+
     def on_epoch(entry: dict) -> bool:
-        return record({"type": "epoch", **entry})
+        return record({"type": "epoch", **entry}) or stopping.is_set()
 
     def on_generation(entry: dict) -> None:
-        if record({"type": "generation", **entry}):
+        if record({"type": "generation", **entry}) or stopping.is_set():
             raise TrainingCancelled("cancelled between generations")
 
     try:
         info = execute(services, kind, spec, on_epoch=on_epoch, on_generation=on_generation)
     except TrainingCancelled as exc:
+        with unit_of_work(services.sessions) as session:
+            cancelled = repo.cancel_requested(session, job_id)
+        if stopping.is_set() and not cancelled and _hand_back(services, job_id, worker):
+            return repo.QUEUED
         status, result, error = repo.CANCELLED, None, str(exc)
     except Exception as exc:  # bad data, a model file that will not load, the database away: reported
         log.exception("training job %s failed", job_id)
@@ -256,6 +262,21 @@ def run(services: Services, job_id: str, worker: str) -> str:
     with unit_of_work(services.sessions) as session:
         repo.finish(session, job_id, status, result, error)
     return status
+
+
+def _hand_back(services: Services, job_id: str, worker: str) -> bool:
+    """A stopping worker puts its unfinished job back on the queue, to run again from the start."""
+    with unit_of_work(services.sessions) as session:
+        restart = repo.requeue(session, job_id, f"the worker {worker} stopped before the job finished")
+    if restart is None:
+        return False
+    try:
+        services.training_queue.enqueue_training(job_id, restart)
+    except redis.RedisError as exc:
+        with unit_of_work(services.sessions) as session:
+            repo.request_cancel(session, job_id)
+        log.warning("training job %s: could not queue it again (%s); cancelled", job_id, exc)
+    return True
 
 
 def fail_lost(services: Services) -> int:
