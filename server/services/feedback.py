@@ -81,8 +81,8 @@ def review(services: Services, reviewer_id: int | None, prediction_id: str, payl
         raise InvalidInput('send JSON {"state": "accepted" | "excluded" | "pending", "index": 0}')
     state = _state(payload.get("state"), allow_none=False)
     index = payload.get("index", 0)
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise InvalidInput("index must be a non-negative integer")
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 10_000:
+        raise InvalidInput("index must be the image's position in its prediction (0, 1, ...)")
     with unit_of_work(services.sessions) as session:
         if len(prediction_id) > 32 or not repo.review(session, prediction_id, index, state, reviewer_id):
             raise CorrectionNotFound(f"no correction for image {index} of prediction {prediction_id}")

@@ -219,7 +219,7 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "responses": {"200": {"description": "a page", "content": _json({"type": "object", "properties": {
             "samples": {"type": "array", "items": {"$ref": "#/components/schemas/FeedbackSample"}},
             "counts": {"type": "object", "properties": {s: {"type": "integer"} for s in ("pending", "accepted", "excluded")}},
-            "next_offset": {"type": ["integer", "null"]}}})}, **_errors(400, 401, 403)},
+            "next_offset": {"type": ["integer", "null"]}}})}, **_errors(400, 401, 403, 429)},
     },
     ("PATCH", "/api/v1/feedback/{prediction_id}"): {
         "summary": "Review one correction: accept it for training, exclude it, or set it back to pending (admin)",
@@ -227,7 +227,7 @@ OPERATIONS: dict[tuple[str, str], dict] = {
             "state": {"enum": ["pending", "accepted", "excluded"]}, "index": {"type": "integer", "default": 0}}})},
         "responses": {"200": {"description": "the reviewed sample",
                               "content": _json({"$ref": "#/components/schemas/FeedbackSample"})},
-                      **_errors(400, 401, 403, 404)},
+                      **_errors(400, 401, 403, 404, 429)},
     },
     ("POST", "/api/v1/training-jobs"): {
         "summary": "Queue a training job on the training queue (admin)",
@@ -239,26 +239,27 @@ OPERATIONS: dict[tuple[str, str], dict] = {
             "generations": {"type": "integer"}, "elitism": {"type": "integer"}}})},
         "responses": {"202": {"description": "queued; follow the Location",
                               "content": _json({"$ref": "#/components/schemas/TrainingJob"})},
-                      **_errors(400, 401, 403, 404, 503)},
+                      **_errors(400, 401, 403, 404, 429, 503)},
     },
     ("GET", "/api/v1/training-jobs"): {
         "summary": "Training jobs, newest first, without their progress (admin)",
-        "parameters": [{"name": "status", "in": "query", "schema": {"type": "string"}},
+        "parameters": [{"name": "status", "in": "query",
+                        "schema": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]}},
                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                        {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
         "responses": {"200": {"description": "a page", "content": _json({"type": "object", "properties": {
             "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/TrainingJob"}},
-            "next_cursor": {"type": ["string", "null"]}}})}, **_errors(400, 401, 403)},
+            "next_cursor": {"type": ["string", "null"]}}})}, **_errors(400, 401, 403, 429)},
     },
     ("GET", "/api/v1/training-jobs/{job_id}"): {
         "summary": "One training job with its progress per epoch (and per generation) and its result (admin)",
         "responses": {"200": {"description": "the job", "content": _json({"$ref": "#/components/schemas/TrainingJob"})},
-                      **_errors(401, 403, 404)},
+                      **_errors(401, 403, 404, 429)},
     },
     ("POST", "/api/v1/training-jobs/{job_id}/cancel"): {
         "summary": "Cancel a job: a queued one never starts, a running one stops after its current epoch (admin)",
         "responses": {"200": {"description": "the job", "content": _json({"$ref": "#/components/schemas/TrainingJob"})},
-                      **_errors(401, 403, 404)},
+                      **_errors(401, 403, 404, 429)},
     },
     ("POST", "/api/v1/users"): {
         "summary": "Register", "security": [],
