@@ -90,6 +90,13 @@ class Settings:
     rate_limit_burst: int = env("RATE_LIMIT_BURST", 30)
     login_max_failures: int = env("LOGIN_MAX_FAILURES", 5)
     login_lockout_seconds: int = env("LOGIN_LOCKOUT_SECONDS", 60)
+    # training jobs: their own queue, with a long timeout
+    training_queue_name: str = env("TRAINING_QUEUE_NAME", "training")
+    training_job_timeout: int = env("TRAINING_JOB_TIMEOUT", 6 * 3600)
+    # gated retraining: the candidate may be this much less accurate on the MNIST test set (0.002 = 0.2
+    # percentage points) and must beat the active version on the held-out share of accepted feedback
+    retrain_mnist_tolerance: float = env("RETRAIN_MNIST_TOLERANCE", 0.002)
+    retrain_holdout_share: float = env("RETRAIN_HOLDOUT_SHARE", 0.2)
     # extra `digitserve train mlp` arguments (shell words) for the default model `digitserve init` trains
     init_train_args: str = env("INIT_TRAIN_ARGS", "")
     # which prefix Redis keys get (tests isolate themselves with it)
@@ -159,6 +166,12 @@ class Settings:
             raise SettingsError("WEB_READ_TIMEOUT must be positive and WEB_REQUEST_DEADLINE at least as long")
         if self.web_accept_queue < 1:
             raise SettingsError("WEB_ACCEPT_QUEUE must be at least 1")
+        if self.training_job_timeout < 60:
+            raise SettingsError("TRAINING_JOB_TIMEOUT must be at least 60 seconds")
+        if not 0 <= self.retrain_mnist_tolerance < 1:
+            raise SettingsError("RETRAIN_MNIST_TOLERANCE must be a fraction from 0 to 1 (0.002 = 0.2 points)")
+        if not 0 < self.retrain_holdout_share < 1:
+            raise SettingsError("RETRAIN_HOLDOUT_SHARE must be between 0 and 1")
         if self.job_stale_after < 1:
             raise SettingsError("JOB_STALE_AFTER must be at least 1 second")
         self.init_train_argv()

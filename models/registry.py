@@ -40,6 +40,8 @@ class VersionInfo:
     curves: dict = field(hash=False)
     train_seconds: float | None
     created_at: dt.datetime
+    gate: dict | None = field(default=None, hash=False)    # a gated retrain's decision and figures
+    search: dict | None = field(default=None, hash=False)  # a hyper-parameter search's generations
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -63,6 +65,8 @@ class VersionInfo:
             "metrics": self.metrics,
             "confusion_matrix": self.confusion_matrix,
             "curves": self.curves,
+            "gate": self.gate,
+            "search": self.search,
         }
 
 
@@ -100,6 +104,8 @@ class ModelRegistry:
             curves=row.curves or {},
             train_seconds=row.train_seconds,
             created_at=row.created_at,
+            gate=row.gate,
+            search=row.search,
         )
 
     @staticmethod
@@ -120,6 +126,8 @@ class ModelRegistry:
         curves: dict | None = None,
         train_seconds: float | None = None,
         activate: bool = False,
+        gate: dict | None = None,
+        search: dict | None = None,
     ) -> VersionInfo:
         for _attempt in range(5):
             try:
@@ -139,6 +147,8 @@ class ModelRegistry:
                         confusion_matrix=confusion_matrix or [],
                         curves=curves or {},
                         train_seconds=train_seconds,
+                        gate=gate,
+                        search=search,
                     )
                     session.add(row)
                     session.flush()

@@ -165,6 +165,7 @@ def make_settings(database_url: str, prefix: str, tmp_path: Path, **changes) -> 
         mnist_dir=MNIST_DIR,
         model_cache_dir=tmp_path / "models",
         queue_name=prefix.rstrip(":").replace(":", "-"),
+        training_queue_name=prefix.rstrip(":").replace(":", "-") + "-training",
         redis_prefix=prefix,
     ).replace(**changes)
 
@@ -350,6 +351,14 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: st
 
 def wait_for_worker(services, timeout: float = 60.0) -> None:
     wait_until(lambda: services.queue.live_workers(), timeout, 0.2, "a worker on the queue")
+
+
+@pytest.fixture
+def cli_env(monkeypatch, settings):
+    """`digitserve` subcommands called in this process (`main([...])`) use this test's settings."""
+    for name, value in process_env(settings).items():
+        monkeypatch.setenv(name, value)
+    return settings
 
 
 @pytest.fixture

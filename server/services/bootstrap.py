@@ -31,6 +31,7 @@ class Services:
     invalidations: Invalidations
     credentials: TtlCache  # key id -> (Principal, secret, last marked used)
     users: TtlCache  # user id -> the user's row as a Principal's fields
+    training_queue: TaskQueue  # training, retraining and searches: TRAINING_QUEUE_NAME
 
     def key(self, *parts: object) -> str:
         """A Redis key in this deployment's namespace."""
@@ -82,4 +83,5 @@ def build(settings: Settings) -> Services:
         invalidations=invalidations,
         credentials=credentials,
         users=users,
+        training_queue=TaskQueue(settings, connection, blocking, name=settings.training_queue_name),
     )

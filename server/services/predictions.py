@@ -258,6 +258,9 @@ def feedback(services: Services, user_id: int | None, prediction_id: str, payloa
         image = repo.image(session, row.id, index)
         if image is None:
             raise InvalidInput(f"index must be between 0 and {row.n_images - 1}")
+        if image.feedback_label != label or image.review_state is None:
+            image.review_state = "pending"  # a new or changed correction waits for a review
+            image.reviewed_by = image.reviewed_at = None
         image.feedback_label = label
         image.feedback_at = utcnow()
         session.flush()

@@ -4,7 +4,7 @@ from __future__ import annotations
 from core.errors import InvalidInput, UnsupportedType
 from models.registry import ModelNotFound
 from server.services import accounts as auth
-from server.services import predictions, versions
+from server.services import feedback, predictions, training, versions
 from server.services.bootstrap import Services
 from server.web.http import Request, Response, Router, decode_base64_image, json_response
 
@@ -139,6 +139,27 @@ def register(router: Router, services: Services) -> None:
         auth.revoke_key(services, req.principal, key_id)
         return Response(204)
 
+    def list_feedback(req: Request):
+        q = req.query
+        return feedback.listing(services, q.get("state"), q.get("limit"), q.get("offset"))
+
+    def review_feedback(req: Request, prediction_id: str):
+        return feedback.review(services, req.principal.user_id, prediction_id, req.json())
+
+    def create_training_job(req: Request):
+        job = training.submit(services, req.principal.user_id, req.json())
+        return json_response(job, 202, {"Location": f"/api/v1/training-jobs/{job['id']}"})
+
+    def list_training_jobs(req: Request):
+        q = req.query
+        return training.listing(services, q.get("status"), q.get("limit"), q.get("cursor"))
+
+    def get_training_job(req: Request, job_id: str):
+        return training.get(services, job_id)
+
+    def cancel_training_job(req: Request, job_id: str):
+        return training.cancel(services, job_id)
+
     router.add("POST", "/api/v1/predictions", create_prediction, auth="predict")
     router.add("GET", "/api/v1/predictions", list_predictions, auth="predict")
     router.add("GET", "/api/v1/predictions/{prediction_id}", get_prediction, auth="predict")
@@ -146,6 +167,12 @@ def register(router: Router, services: Services) -> None:
     router.add("GET", "/api/v1/models", list_models, auth="predict")
     router.add("GET", "/api/v1/models/{name}", get_model, auth="predict")
     router.add("POST", "/api/v1/models/{name}/versions/{version}/activate", activate, auth="admin")
+    router.add("GET", "/api/v1/feedback", list_feedback, auth="admin")
+    router.add("PATCH", "/api/v1/feedback/{prediction_id}", review_feedback, auth="admin")
+    router.add("POST", "/api/v1/training-jobs", create_training_job, auth="admin")
+    router.add("GET", "/api/v1/training-jobs", list_training_jobs, auth="admin")
+    router.add("GET", "/api/v1/training-jobs/{job_id}", get_training_job, auth="admin")
+    router.add("POST", "/api/v1/training-jobs/{job_id}/cancel", cancel_training_job, auth="admin")
     router.add("POST", "/api/v1/users", create_user)
     router.add("POST", "/api/v1/sessions", login)
     router.add("GET", "/api/v1/sessions", current_session, auth="session")
