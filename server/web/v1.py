@@ -9,10 +9,10 @@ from server.services.bootstrap import Services
 from server.web.http import Request, Response, Router, decode_base64_image, json_response
 
 
-def _submission(req: Request, max_wait: float) -> predictions.Submission:
+def _submission(req: Request, max_wait: float, max_images: int) -> predictions.Submission:
     query = req.query
     if req.content_type == "multipart/form-data":
-        fields, images = req.form()
+        fields, images = req.form(max_images)
     elif req.content_type == "application/json":
         payload = req.json()
         if not isinstance(payload, dict) or not isinstance(payload.get("images"), list):
@@ -46,7 +46,8 @@ def register(router: Router, services: Services) -> None:
     settings = services.settings
 
     def create_prediction(req: Request):
-        document, created = predictions.submit(services, req.principal.user_id, _submission(req, settings.max_wait))
+        document, created = predictions.submit(services, req.principal.user_id,
+                                                _submission(req, settings.max_wait, settings.max_images))
         if document["status"] in predictions.FINISHED:
             return json_response(document, 200)
         location = f"/api/v1/predictions/{document['id']}"
