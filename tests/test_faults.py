@@ -357,3 +357,42 @@ def test_a_job_over_its_timeout_fails_once_and_the_worker_carries_on(services, r
     quick = predictions.submit(services, None, predictions.Submission([digit_pngs[2]], model="mlp", wait=30))[0]
     assert quick["status"] == "succeeded"
     assert predictions.get(services, None, late) == failed  # and it stays failed
+
+
+@pytest.fixture
+def both_sessions(database_url):
+    from core.db import make_engine, make_session_factory
+
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def test_results_of_many_images_are_stored_in_one_statement_on_both_databases(both_sessions, tmp_path,
+                                                                              tiny_mlp_file):
+    """`succeed` writes every image's result of a batch with one UPDATE (CASE per column)."""
+    import uuid
+
+    from core.db import Prediction, utcnow
+    from models.registry import ModelRegistry
+    from models.store import ModelStore
+
+    version = ModelRegistry(both_sessions, ModelStore(both_sessions, tmp_path / "m")).register(
+        "mlp", "mlp", tiny_mlp_file)
+    ids = [uuid.uuid4().hex for _ in range(3)]
+    with unit_of_work(both_sessions) as session:
+        repo.add(session, [(Prediction(id=pid, model_version_id=version.id, model_name="mlp", model_version=1,
+                                       status=repo.QUEUED, source="api", n_images=n + 1, attempts=0,
+                                       created_at=utcnow()),
+                            [(f"{n}{i}", b"png", 1.0) for i in range(n + 1)]) for n, pid in enumerate(ids)])
+    with unit_of_work(both_sessions) as session:
+        claims = repo.claim(session, ids, "w")
+    probabilities = [[[0.5 if d == (n + i) % 10 else 0.5 / 9 for d in range(10)] for i in range(n + 1)]
+                     for n in range(3)]
+    with unit_of_work(both_sessions) as session:
+        assert repo.succeed(session, claims, probabilities, 1.0) == claims
+    with unit_of_work(both_sessions) as session:
+        stored = repo.images_of(session, ids)
+    for n, pid in enumerate(ids):
+        assert [(im.idx, im.digit, im.confidence, im.probabilities) for im in stored[pid]] == [
+            (i, (n + i) % 10, 0.5, [round(p, 6) for p in probabilities[n][i]]) for i in range(n + 1)]
