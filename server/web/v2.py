@@ -48,10 +48,10 @@ class LazyModels:
 
 def _version(services: Services, name: str, version: str | None) -> VersionInfo:
     if version is None:
-        return services.registry.get(name)
+        return services.registry.get(name, kind="classifier")
     if not version.isdigit():
         raise ModelNotFound(f"model {name!r} has no version {version}")
-    return services.registry.get(name, int(version))
+    return services.registry.get(name, int(version), kind="classifier")
 
 
 class InferenceBatcher:
