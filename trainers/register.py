@@ -13,7 +13,7 @@ from core.db import unit_of_work
 from core.preprocess import from_png
 from core.repositories import predictions
 from core.settings import Settings
-from models.registry import ModelRegistry, VersionInfo
+from models.registry import CGAN, ModelRegistry, VersionInfo
 from trainers.mnist import MnistData, load_mnist
 
 
@@ -49,7 +49,11 @@ def train_and_register(
     progress: bool = True,
     overrides: dict | None = None,
     use_feedback: bool = False,
+    gan_samples: int = 0,
+    gan_model: str = CGAN,
 ) -> VersionInfo:
+    """``gan_samples``: that many digits (balanced over the classes, drawn with ``seed``) from
+    the generator ``gan_model`` (``name`` or ``name:version``) join the training split."""
     from trainers.train import train  # TensorFlow loads here, not at CLI start-up
 
     data = load_mnist(settings.mnist_dir, mirrors=settings.mnist_mirrors, progress=progress)
@@ -57,9 +61,16 @@ def train_and_register(
     if use_feedback:
         images, labels = feedback_examples(registry.sessions)
         data, feedback_count = with_feedback(data, images, labels), len(labels)
+    extra, gan_record = None, {}
+    if gan_samples:
+        from trainers.gan import generated_examples
+
+        images, labels, generator = generated_examples(registry, int(gan_samples), seed, gan_model)
+        extra = (images, labels)
+        gan_record = {"gan_samples": int(gan_samples), "gan_model": f"{generator.name}:{generator.version}"}
     result = train(
         family, data, epochs=epochs, batch_size=batch_size, limit=limit, seed=seed,
-        progress=progress, overrides=overrides, threads=settings.training_threads(),
+        progress=progress, overrides=overrides, threads=settings.training_threads(), extra=extra,
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{family}.keras"
@@ -68,7 +79,7 @@ def train_and_register(
             name or family,
             family,
             path,
-            hyperparameters={**result.hyperparameters, "feedback_examples": feedback_count},
+            hyperparameters={**result.hyperparameters, "feedback_examples": feedback_count, **gan_record},
             dataset_sha256=data.sha256,
             test_accuracy=result.test_accuracy,
             metrics=result.metrics,
