@@ -35,7 +35,7 @@ DEFAULTS = {
     "generator_hidden": [256, 512],
     "discriminator_hidden": [512, 256],
     "discriminator_dropout": 0.3,
-    "epochs": 20,
+    "epochs": 15,
     "batch_size": 128,
     "learning_rate": 3e-4,
     "beta_1": 0.5,
