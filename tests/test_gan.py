@@ -167,14 +167,25 @@ def test_samples_png_grid(app, account, registered_mlp, rough_cgan):
     assert app.get("/api/v1/models/cgan/versions/1/samples.png", expect_errors=True).status_int == 401
 
 
-def test_cli_parses_gan_options():
-    from server.cli.main import build_parser
+def test_cli_trains_a_gan_draws_its_grid_and_adds_its_digits(services, monkeypatch, tmp_path, capsys):
+    from PIL import Image
 
-    args = build_parser().parse_args(["train", "mlp", "--gan-samples", "5000", "--gan-model", "cgan:2"])
-    assert (args.gan_samples, args.gan_model) == (5000, "cgan:2")
-    args = build_parser().parse_args(["train", "mlp"])
-    assert (args.gan_samples, args.gan_model) == (0, "cgan")
-    args = build_parser().parse_args(["gan", "train", "--epochs", "3", "--activate"])
-    assert (args.action, args.epochs, args.activate, args.name) == ("train", 3, True, "cgan")
-    args = build_parser().parse_args(["gan", "grid", "cgan:1", "--per-class", "4", "--out", "g.png"])
-    assert (args.model, args.per_class, args.out) == ("cgan:1", 4, "g.png")
+    from conftest import process_env
+    from server.cli.main import main
+
+    for name, value in process_env(services.settings).items():
+        monkeypatch.setenv(name, value)
+    assert main(["train", "mlp", "--gan-samples", "10", "--limit", "300", "--quiet"]) == 1
+    assert "no model named 'cgan'" in capsys.readouterr().err
+    assert main(["gan", "train", "--epochs", "1", "--limit", "256", "--seed", "3", "--activate", "--quiet"]) == 0
+    assert "registered cgan:1 (active), trained in" in capsys.readouterr().out
+    info = services.registry.get("cgan")
+    assert info.family == "cgan" and info.hyperparameters["steps"] == 2 and info.hyperparameters["seed"] == 3
+    out = tmp_path / "grid.png"
+    assert main(["gan", "grid", "--per-class", "2", "--out", str(out)]) == 0
+    assert Image.open(out).size == (2 * 30 + 2, 10 * 30 + 2)
+    assert main(["train", "mlp", "--gan-samples", "30", "--gan-model", "cgan:1", "--limit", "300", "--epochs", "1",
+                 "--quiet"]) == 0
+    trained = services.registry.get("mlp", 1)
+    assert trained.hyperparameters["gan_samples"] == 30 and trained.hyperparameters["train_size"] == 270 + 30
+    assert main(["train", "mlp", "--gan-samples", "-1"]) == 2
