@@ -189,3 +189,14 @@ def test_cli_trains_a_gan_draws_its_grid_and_adds_its_digits(services, monkeypat
     trained = services.registry.get("mlp", 1)
     assert trained.hyperparameters["gan_samples"] == 30 and trained.hyperparameters["train_size"] == 270 + 30
     assert main(["train", "mlp", "--gan-samples", "-1"]) == 2
+
+
+def test_init_activates_a_classifier_never_the_generator(services, tiny_mlp_file, rough_cgan_file, capsys):
+    from server.cli.local import prepare
+
+    registry = services.registry
+    registry.register("mlp", "mlp", tiny_mlp_file)
+    registry.register("cgan", "cgan", rough_cgan_file)   # registered last: the latest version
+    prepare(services.settings)
+    assert "no active model: activated mlp:1" in capsys.readouterr().out
+    assert list(registry.active_versions(None)) == ["mlp"]
