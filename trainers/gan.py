@@ -145,15 +145,13 @@ def train_gan(data, *, epochs: int | None = None, limit: int | None = None, seed
 
 
 def label_agreement(generator: keras.Model, classifier: keras.Model, n: int = 1000, seed: int = 0) -> dict:
-    """How often ``classifier`` reads generated digits as the digit asked for: overall and per class."""
-    from trainers.train import _predict
+    """How often ``classifier`` reads ``n`` generated digits (balanced, seeded) as the digit
+    asked for: overall and per class (the classifier's recall on them)."""
+    from trainers.train import evaluate
 
     images, labels = gan.generate_balanced(generator, n, seed)
-    predicted = np.argmax(_predict(classifier, scale(images)), axis=1)
-    hits = predicted == labels
-    return {"agreement": float(hits.mean()) if n else 0.0,
-            "per_class": [float(hits[labels == d].mean()) if (labels == d).any() else 0.0 for d in range(10)],
-            "samples": int(n)}
+    agreement, per_class, _ = evaluate(classifier, images, labels)
+    return {"agreement": agreement, "per_class": [c["recall"] for c in per_class], "samples": int(n)}
 
 
 def load_generator(registry: ModelRegistry, spec: str = CGAN) -> tuple[keras.Model, VersionInfo]:
