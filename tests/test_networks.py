@@ -221,7 +221,7 @@ def test_denoising_autoencoders_learn_to_reconstruct_the_clean_input(pixels):
     assert noisy.min() >= 0 and noisy.max() <= 1 and not np.array_equal(noisy, pixels[:100])
     for noise in sdae.NOISES:
         calls = []
-        weights, history = sdae.pretrain_sdae(pixels, [64, 32], epochs=3, noise=noise, level=0.3,
+        weights, history = sdae.pretrain_sdae(pixels[:1000], [64, 32], epochs=3, noise=noise, level=0.3,
                                               batch_size=50, seed=0, on_epoch=lambda *a: calls.append(a))
         assert [w.shape for w, _ in weights] == [(784, 64), (64, 32)]
         assert [(c[0], c[1]) for c in calls] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)]
