@@ -24,7 +24,6 @@ removed again at the end (databases, Redis keys, processes, the BentoML server, 
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
 import io
 import json
@@ -391,31 +390,39 @@ def async_cell(client, png: bytes, seconds: float) -> dict:
             if latencies else None}
 
 
+def canvas_png(pixels) -> bytes:
+    """An MNIST digit as a browser canvas sends it: 280x280, black strokes on white."""
+    import numpy as np
+    from PIL import Image
+
+    big = Image.fromarray(255 - np.asarray(pixels, np.uint8), "L").resize((280, 280), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    big.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def big_requests(client, digits, sizes: list[int], runs: int) -> dict:
+    """One signed multipart upload of N digits: as 28x28 MNIST-form PNGs, and as 280x280 canvas PNGs."""
     out = {}
-    pngs = [d[0] for d in digits]
     labels = [d[1] for d in digits]
-    for size in sizes:
-        # JSON {"images": [base64 PNG...]}: multipart bodies are capped at 64 parts (server/web/http.py)
-        body = json.dumps({"images": [base64.b64encode(pngs[i % 10]).decode() for i in range(size)]}).encode()
-
-        def submit():
-            return client.request("POST", "/api/v1/predictions", {"model": "mlp", "wait": BIG_WAIT}, body=body,
-                                  content_type="application/json")
-
-        submit()  # warm-up
-        seconds, wrong = [], 0
-        for _ in range(runs):
-            started = time.perf_counter()
-            document = submit()
-            elapsed = time.perf_counter() - started
-            if document.get("status") != "succeeded":
-                raise RuntimeError(f"a {size}-image request did not finish within {BIG_WAIT} s: {document}")
-            wrong += sum(r["digit"] != labels[i % 10] for i, r in enumerate(document["results"]))
-            seconds.append(elapsed)
-        median = statistics.median(seconds)
-        out[str(size)] = {"runs": runs, "median_ms": round(median * 1000, 1),
-                          "images_per_s": round(size / median, 1), "wrong_digits": wrong}
+    kinds = {"28x28": [d[0] for d in digits], "canvas 280x280": [canvas_png(d[2]) for d in digits]}
+    for kind, pngs in kinds.items():
+        for size in sizes:
+            images = [pngs[i % 10] for i in range(size)]
+            client.submit(images, model="mlp", wait=BIG_WAIT)  # warm-up
+            seconds, wrong = [], 0
+            for _ in range(runs):
+                started = time.perf_counter()
+                document = client.submit(images, model="mlp", wait=BIG_WAIT)
+                elapsed = time.perf_counter() - started
+                if document.get("status") != "succeeded":
+                    raise RuntimeError(f"a {size}-image request did not finish within {BIG_WAIT} s: {document}")
+                wrong += sum(r["digit"] != labels[i % 10] for i, r in enumerate(document["results"]))
+                seconds.append(elapsed)
+            median = statistics.median(seconds)
+            key = str(size) if kind == "28x28" else f"{size} {kind}"
+            out[key] = {"kind": kind, "images": size, "runs": runs, "median_ms": round(median * 1000, 1),
+                        "images_per_s": round(size / median, 1), "wrong_digits": wrong}
     return out
 
 
@@ -450,13 +457,16 @@ def markdown(report: dict) -> str:
     if "error" in report["peer"]:
         lines += ["", f"BentoML: not measured — {report['peer']['error']}"]
     a = report["async_c1"]
-    lines += ["", "Big requests: one signed sync request (wait=30) with N PNG digits as JSON base64 "
-                  "(multipart is capped at 64 parts), median of the runs, images/s = N / latency."]
+    lines += ["", "Big requests: one signed multipart sync request (wait=30) with N PNG digits, median of the "
+                  "runs, images/s = N / latency; 28x28 digits are already in MNIST's form (taken as they are), "
+                  "280x280 canvas digits go through the whole preprocessing."]
     lines += ["", f"Async c=1 (signed client, submit then GET ?wait=10): p50 {fmt(a['p50_ms'], 2)} ms, "
                   f"p99 {fmt(a['p99_ms'], 2)} ms, {a['requests']} requests, {a['errors']} errors.", "",
-              "| images in one request (sync) | median ms | images/s |", "| ---: | ---: | ---: |"]
-    for size, big in report["big_requests"].items():
-        lines.append(f"| {size} | {fmt(big['median_ms'])} | {fmt(big['images_per_s'])} |")
+              "| images in one request (sync) | PNG | median ms | images/s | wrong digits |",
+              "| ---: | --- | ---: | ---: | ---: |"]
+    for big in report["big_requests"].values():
+        lines.append(f"| {big['images']} | {big['kind']} | {fmt(big['median_ms'])} | {fmt(big['images_per_s'])} | "
+                     f"{big['wrong_digits']} |")
     lines += ["", "| raw compute (LoadedModel.probabilities, 1 TF thread) | ms/call | images/s |",
               "| --- | ---: | ---: |"]
     for c in report["compute"]:
@@ -504,7 +514,10 @@ def goals(report: dict) -> dict:
     out["async_c1_p50"] = {"goal": GOALS["async_c1_p50"], "measured": f"p50 {fmt(a, 2)} ms",
                            "met": a is not None and a <= 15}
     big = report["big_requests"].get("256", {}).get("images_per_s")
-    out["big_256_images_per_s"] = {"goal": GOALS["big_256_images_per_s"], "measured": f"{fmt(big)} images/s",
+    canvas = report["big_requests"].get("256 canvas 280x280", {}).get("images_per_s")
+    out["big_256_images_per_s"] = {"goal": GOALS["big_256_images_per_s"],
+                                   "measured": f"{fmt(big)} images/s (28x28 MNIST-form PNGs; 280x280 canvas PNGs: "
+                                               f"{fmt(canvas)} images/s)",
                                    "met": big is not None and big >= 3000}
     on, off = cells["v1_sync"], cells.get("v1_sync_batch1", {})
     if "64" in on and "64" in off and "1" in on and "1" in off:
@@ -558,8 +571,10 @@ def main(argv: list[str] | None = None) -> int:
     others = {"at_start": other_benchmarks_running()}
     digits, x_test = mnist_digits(Path(args.mnist_dir))
     stack = Stack(Path(args.mnist_dir))
-    stack.settings = stack.settings.replace(allow_bearer_keys=True, rate_limit_per_minute=0, max_images=256,
-                                            batch_max_size=64, batch_max_wait_ms=0.0)
+    # batching as shipped (BATCH_MAX_SIZE, BATCH_MAX_WAIT_MS defaults)
+    stack.settings = stack.settings.replace(allow_bearer_keys=True, rate_limit_per_minute=0, max_images=256)
+    shipped_batching = {"batch_max_size": stack.settings.batch_max_size,
+                        "batch_max_wait_ms": stack.settings.batch_max_wait_ms}
     peer: Peer | None = None
     peer_info: dict = {}
     notes: list[str] = []
@@ -708,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
                            "process; wrk, MariaDB, Redis and the peer share the same cores"),
                 "duration_s": args.duration, "repetitions": args.repetitions, "concurrency": args.concurrency,
                 "web_threads": stack.settings.web_threads, "tf_threads": stack.settings.tf_threads,
-                "batch_max_size": 64, "batch_max_wait_ms": 0, "allow_bearer_keys": True,
+                **shipped_batching, "allow_bearer_keys": True,
                 "rate_limit_per_minute": 0, "max_images": 256,
                 "image": "MNIST test digit 7 (first of its class) as a 28x28 PNG",
                 "v1_sync": f"POST /api/v1/predictions multipart image + model=mlp + wait={SYNC_WAIT}, Bearer key",

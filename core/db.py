@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -75,6 +76,9 @@ class ModelVersion(Base):
     curves: Mapped[dict] = mapped_column(JSON, default=dict)
     train_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    # a gated retrain's decision with both versions' figures; a hyper-parameter search's generations
+    gate: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    search: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class ActiveModel(Base):
@@ -93,6 +97,25 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="user")
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    # a disabled account cannot sign in, and its sessions and keys stop working at once
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    # sessions carry the generation they were made in; bumping it ends every session of the user
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class AuditEntry(Base):
+    """Who changed whose account, and how. E-mails are copied: the rows outlive deleted accounts."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+    actor_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    actor_email: Mapped[str] = mapped_column(String(254))
+    target_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    target_email: Mapped[str] = mapped_column(String(254))
+    action: Mapped[str] = mapped_column(String(32))
 
 
 class ApiKey(Base):
@@ -152,6 +175,32 @@ class PredictionImage(Base):
     probabilities: Mapped[list | None] = mapped_column(JSON, nullable=True)
     feedback_label: Mapped[int | None] = mapped_column(Integer, nullable=True)
     feedback_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    # an administrator's review of the correction: pending (new or changed), accepted, excluded
+    review_state: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    reviewed_by: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    reviewed_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+
+
+class TrainingJob(Base):
+    """A training, retraining or search run on the training queue (or in the foreground)."""
+
+    __tablename__ = "training_jobs"
+    __table_args__ = (Index("ix_training_jobs_created", "created_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # train, retrain, tune
+    spec: Mapped[dict] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    progress: Mapped[list] = mapped_column(JSON, default=list)  # one entry per epoch (and per generation)
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_by: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
 
 
 def make_engine(url: str, timeout: float | None = None, **kwargs: Any) -> Engine:

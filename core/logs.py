@@ -2,7 +2,8 @@
 
 A request id (from the client's `X-Request-ID`, or made up) follows the
 request through the web process; log records carry it, and a prediction's id
-when the record is about one (`extra={"prediction_id": ...}`).
+when the record is about one (`extra={"prediction_id": ...}`); a change to an account carries
+`extra={"audit": {"actor": ..., "target": ..., "action": ...}}`.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("request_id", "prediction_id", "worker"):
+        for key in ("request_id", "prediction_id", "worker", "audit"):
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value

@@ -47,7 +47,10 @@ class Settings:
     job_retries: int = env("JOB_RETRIES", 2)
     job_stale_after: float = env("JOB_STALE_AFTER", 30.0)  # grace before the sweeper re-queues a lost job
     batch_max_size: int = env("BATCH_MAX_SIZE", 64)  # predictions stored and queued together; 1 = one by one
-    batch_max_wait_ms: float = env("BATCH_MAX_WAIT_MS", 0.0)  # how long admission waits for more; 0 = none
+    # how long a batch being formed may wait for requests still being read and preprocessed, or
+    # while an earlier job still waits for a worker (a lone request to idle workers never waits);
+    # 0 = take only what is already there
+    batch_max_wait_ms: float = env("BATCH_MAX_WAIT_MS", 20.0)
     result_ttl: int = env("RESULT_TTL", 600)
     worker_heartbeat_ttl: float = env("WORKER_HEARTBEAT_TTL", 6.0)  # a worker silent this long is dead
     notice_ttl: int = env("NOTICE_TTL", 60)  # how long a result notice waits for a late waiter
@@ -79,11 +82,21 @@ class Settings:
     allow_bearer_keys: bool = env("ALLOW_BEARER_KEYS", False)
     signature_window: int = env("SIGNATURE_WINDOW", 300)
     nonce_ttl: int = env("NONCE_TTL", 900)
+    # keys, users and active model versions kept in each process this long at most; changes made
+    # through the platform reach every process at once (Redis pub/sub); 0 turns the caches off
+    cache_ttl: float = env("CACHE_TTL", 60.0)
     session_idle_seconds: int = env("SESSION_IDLE_SECONDS", 3600)
     rate_limit_per_minute: float = env("RATE_LIMIT_PER_MINUTE", 120.0)
     rate_limit_burst: int = env("RATE_LIMIT_BURST", 30)
     login_max_failures: int = env("LOGIN_MAX_FAILURES", 5)
     login_lockout_seconds: int = env("LOGIN_LOCKOUT_SECONDS", 60)
+    # training jobs: their own queue, with a long timeout
+    training_queue_name: str = env("TRAINING_QUEUE_NAME", "training")
+    training_job_timeout: int = env("TRAINING_JOB_TIMEOUT", 6 * 3600)
+    # gated retraining: the candidate may be this much less accurate on the MNIST test set (0.002 = 0.2
+    # percentage points) and must beat the active version on the held-out share of accepted feedback
+    retrain_mnist_tolerance: float = env("RETRAIN_MNIST_TOLERANCE", 0.002)
+    retrain_holdout_share: float = env("RETRAIN_HOLDOUT_SHARE", 0.2)
     # extra `digitserve train mlp` arguments (shell words) for the default model `digitserve init` trains
     init_train_args: str = env("INIT_TRAIN_ARGS", "")
     # which prefix Redis keys get (tests isolate themselves with it)
@@ -153,6 +166,12 @@ class Settings:
             raise SettingsError("WEB_READ_TIMEOUT must be positive and WEB_REQUEST_DEADLINE at least as long")
         if self.web_accept_queue < 1:
             raise SettingsError("WEB_ACCEPT_QUEUE must be at least 1")
+        if self.training_job_timeout < 60:
+            raise SettingsError("TRAINING_JOB_TIMEOUT must be at least 60 seconds")
+        if not 0 <= self.retrain_mnist_tolerance < 1:
+            raise SettingsError("RETRAIN_MNIST_TOLERANCE must be a fraction from 0 to 1 (0.002 = 0.2 points)")
+        if not 0 < self.retrain_holdout_share < 1:
+            raise SettingsError("RETRAIN_HOLDOUT_SHARE must be between 0 and 1")
         if self.job_stale_after < 1:
             raise SettingsError("JOB_STALE_AFTER must be at least 1 second")
         self.init_train_argv()

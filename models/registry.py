@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -56,6 +56,8 @@ class VersionInfo:
     curves: dict = field(hash=False)
     train_seconds: float | None
     created_at: dt.datetime
+    gate: dict | None = field(default=None, hash=False)    # a gated retrain's decision and figures
+    search: dict | None = field(default=None, hash=False)  # a hyper-parameter search's generations
 
     @property
     def kind(self) -> str:
@@ -68,6 +70,7 @@ class VersionInfo:
             "version": self.version,
             "family": self.family,
             "kind": self.kind,
+            "architecture": self.hyperparameters.get("architecture"),
             "active": self.active,
             "status": self.status,
             "test_accuracy": self.test_accuracy,
@@ -84,6 +87,8 @@ class VersionInfo:
             "metrics": self.metrics,
             "confusion_matrix": self.confusion_matrix,
             "curves": self.curves,
+            "gate": self.gate,
+            "search": self.search,
         }
 
 
@@ -99,6 +104,9 @@ class ModelRegistry:
     def __init__(self, sessions: sessionmaker[Session], store: ModelStore):
         self.sessions = sessions
         self.store = store
+        # called after a change is committed (a version registered, activated or deleted):
+        # the services layer tells every process's cache
+        self.on_change: Callable[[], None] = lambda: None
 
     @staticmethod
     def _info(row: ModelVersion, active_id: int | None) -> VersionInfo:
@@ -118,6 +126,8 @@ class ModelRegistry:
             curves=row.curves or {},
             train_seconds=row.train_seconds,
             created_at=row.created_at,
+            gate=row.gate,
+            search=row.search,
         )
 
     @staticmethod
@@ -138,6 +148,8 @@ class ModelRegistry:
         curves: dict | None = None,
         train_seconds: float | None = None,
         activate: bool = False,
+        gate: dict | None = None,
+        search: dict | None = None,
     ) -> VersionInfo:
         for _attempt in range(5):
             try:
@@ -157,12 +169,16 @@ class ModelRegistry:
                         confusion_matrix=confusion_matrix or [],
                         curves=curves or {},
                         train_seconds=train_seconds,
+                        gate=gate,
+                        search=search,
                     )
                     session.add(row)
                     session.flush()
                     if activate:
                         self._set_active(session, name, row.id)
-                    return self._info(row, row.id if activate else self._active_ids(session).get(name))
+                    info = self._info(row, row.id if activate else self._active_ids(session).get(name))
+                self.on_change()
+                return info
             except IntegrityError:
                 continue  # another trainer took the same version number: take the next one
         raise RegistryError(f"could not allocate a version number for {name!r}")
@@ -243,7 +259,9 @@ class ModelRegistry:
         with unit_of_work(self.sessions) as session:
             row = self._version_row(session, name, version)
             self._set_active(session, name, row.id)
-            return self._info(row, row.id)
+            info = self._info(row, row.id)
+        self.on_change()
+        return info
 
     def delete(self, name: str, version: int) -> None:
         """Soft-delete a version (predictions keep pointing at it); its file goes when unused."""
@@ -262,6 +280,7 @@ class ModelRegistry:
             )
             if not still_used:
                 self.store.drop_bytes(row.blob_sha256, session)
+        self.on_change()
 
     def fetch_file(self, info: VersionInfo) -> Path:
         return self.store.fetch(info.blob_sha256)

@@ -127,12 +127,23 @@
     forbidden: "You are not allowed to do that.",
     not_found: "That was not found: it may have been deleted.",
     unauthorized: "Please sign in again.",
+    account_disabled: "This account is disabled. Ask an administrator to re-enable it.",
+    wrong_password: "Your current password is not right.",
+    password_required: "Enter your current password.",
+    last_admin: "You are the only administrator: make someone else an administrator first.",
   };
+
+  /** The server's own wording as a sentence: a capital first letter and a full stop. */
+  function sentence(text) {
+    if (!text) return "";
+    const t = text.charAt(0).toUpperCase() + text.slice(1);
+    return /[.!?]$/.test(t) ? t : `${t}.`;
+  }
 
   /** A sentence for people; `names` maps an image index in the request to a file name. */
   function describeError(err, names = []) {
     if (!(err instanceof ApiError)) return (err && err.message) || String(err);
-    let msg = HUMAN[err.code] || err.message || defaultMessage(err.status);
+    let msg = HUMAN[err.code] || sentence(err.message) || defaultMessage(err.status);
     // The server prefixes per-image problems with "image N: ": name the file instead.
     const which = /^image (\d+):/.exec(err.message || "");
     if (which) {
@@ -177,6 +188,11 @@
       showInline("#auth-error", "Your session has expired. Please sign in again.");
       return;
     }
+    if (err instanceof ApiError && err.code === "account_disabled" && state.user) {
+      showSignedOut();
+      showInline("#auth-error", HUMAN.account_disabled);
+      return;
+    }
     showInline(where, describeError(err, names));
   }
 
@@ -197,6 +213,8 @@
     $("#login-password").value = "";
     $("#auth-status").textContent = "";
     $("#scope-admin-row").hidden = user.role !== "admin";
+    for (const el of document.querySelectorAll("[data-admin-only]")) el.hidden = user.role !== "admin";
+    currentRoute = null;
     route();
     resizeCanvas();
     loadModels();
@@ -224,6 +242,9 @@
     resetHistory();
     $("#keys").replaceChildren();
     hideSecret();
+    clearCompare();
+    currentRoute = null;
+    for (const view of Object.values(VIEWS)) if (view.signOut) view.signOut();
     for (const sel of ["#predict-error", "#files-error", "#recent-error", "#history-error", "#keys-error", "#key-error"]) {
       hideInline(sel);
     }
@@ -263,6 +284,8 @@
       statusEl.textContent = "";
       if (err instanceof ApiError && err.status === 401) {
         showInline("#auth-error", HUMAN.invalid_credentials);
+      } else if (err instanceof ApiError && err.code === "account_disabled") {
+        showInline("#auth-error", HUMAN.account_disabled);
       } else if (err instanceof ApiError && err.status === 429) {
         const wait = err.retryAfter != null ? ` Try again in ${err.retryAfter} s.` : " Wait a minute, then try again.";
         showInline("#auth-error", `Too many sign-in attempts.${wait}`);
@@ -646,8 +669,12 @@
   function updatePredictButton() {
     const button = $("#predict");
     button.disabled = state.busy;
-    button.setAttribute("aria-busy", state.busy ? "true" : "false");
-    button.textContent = state.busy ? "Predicting…" : "Predict";
+    button.setAttribute("aria-busy", state.busy === "predict" ? "true" : "false");
+    button.textContent = state.busy === "predict" ? "Predicting…" : "Predict";
+    const compare = $("#compare");
+    compare.disabled = state.busy;
+    compare.setAttribute("aria-busy", state.busy === "compare" ? "true" : "false");
+    compare.textContent = state.busy === "compare" ? "Comparing…" : "Compare all networks";
   }
 
   function statusLabel(prediction) {
@@ -658,40 +685,41 @@
     }
   }
 
+  /** What to send: the chosen files, else the drawing, as [{blob, name}]; null (and the reason shown) if nothing. */
+  async function collectImages() {
+    if (state.files.length) return state.files.map(({ file }) => ({ blob: file, name: file.name || "image" }));
+    if (!state.hasInk) {
+      failPrediction("Draw a digit first, or choose an image file.");
+      canvas().focus();
+      return null;
+    }
+    try {
+      return [{ blob: await canvasBlob(), name: "drawing.png", drawn: true }];
+    } catch (err) {
+      failPrediction(err.message);
+      return null;
+    }
+  }
+
   async function onPredict() {
     if (state.busy) return;
     hideInline("#predict-error");
     const model = $("#model-select").value;
+    const images = await collectImages();
+    if (!images) return;
     const form = new FormData();
     const previews = [];
     const names = [];
-    if (state.files.length) {
-      for (const { file } of state.files) {
-        form.append("image", file, file.name || "image");
-        previews.push(URL.createObjectURL(file));
-        names.push(file.name || "image");
-      }
-    } else {
-      if (!state.hasInk) {
-        failPrediction("Draw a digit first, or choose an image file.");
-        canvas().focus();
-        return;
-      }
-      let blob;
-      try {
-        blob = await canvasBlob();
-      } catch (err) {
-        failPrediction(err.message);
-        return;
-      }
-      form.append("image", blob, "drawing.png");
+    for (const { blob, name, drawn } of images) {
+      form.append("image", blob, name);
       previews.push(URL.createObjectURL(blob));
+      if (!drawn) names.push(name);
     }
     if (model) form.append("model", model);
     form.append("wait", String(WAIT_SECONDS));
 
     const token = ++state.runToken;
-    state.busy = true;
+    state.busy = "predict";
     updatePredictButton();
     $("#results").setAttribute("aria-busy", "true");
     setStatus(`Queued: sending ${previews.length} image${previews.length > 1 ? "s" : ""}…`, "queued");
@@ -739,6 +767,138 @@
     }
   }
 
+  /* ------------------------------------------------------------------ */
+  /* Compare mode: one image, every active network, side by side         */
+  /* ------------------------------------------------------------------ */
+
+  function clearCompare() {
+    $("#results").classList.remove("compare-grid");
+    $("#results-title").textContent = "Result";
+  }
+
+  /** Send the same image to each active model (one request each, in parallel) and show the answers side by side. */
+  async function onCompare() {
+    if (state.busy) return;
+    hideInline("#predict-error");
+    const images = await collectImages();
+    if (!images) return;
+    if (images.length > 1) {
+      failPrediction("Compare takes one image: remove the others, or clear the files to compare your drawing.");
+      return;
+    }
+    const [{ blob, name, drawn }] = images;
+    const token = ++state.runToken;
+    state.busy = "compare";
+    updatePredictButton();
+    clearResults();
+    $("#results-title").textContent = "Compare";
+    const container = $("#results");
+    container.classList.add("compare-grid");
+    container.setAttribute("aria-busy", "true");
+    setStatus("Finding the active networks…", "queued");
+    const started = performance.now();
+    try {
+      const { data } = await api("GET", "/models");
+      if (token !== state.runToken) return;
+      const active = ((data && data.models) || []).filter((m) => m.active_version != null);
+      if (!active.length) {
+        failPrediction("No network is active: an administrator activates one under “Models”.");
+        return;
+      }
+      $("#results-empty").hidden = true;
+      setStatus(`Asking ${active.length} network${active.length > 1 ? "s" : ""}…`, "running");
+      const columns = active.map((m) => {
+        const column = document.createElement("article");
+        column.className = "compare-column";
+        column.dataset.model = m.name;
+        column.dataset.testid = "compare-column";
+        column.setAttribute("aria-busy", "true");
+        const title = document.createElement("h3");
+        title.className = "compare-model";
+        title.textContent = `${m.name}`;
+        const wait = document.createElement("p");
+        wait.className = "muted small compare-wait";
+        wait.textContent = "Waiting for an answer…";
+        column.append(title, wait);
+        container.append(column);
+        return column;
+      });
+      revealResults();
+      const answers = await Promise.all(active.map(async (m, i) => {
+        const form = new FormData();
+        form.append("image", blob, name);
+        form.append("model", m.name);
+        form.append("wait", String(WAIT_SECONDS));
+        try {
+          let p = (await api("POST", "/predictions", { form })).data;
+          if (!isFinished(p)) p = await poll(p, token, false);
+          if (token === state.runToken) fillCompareColumn(columns[i], p, null);
+          return p;
+        } catch (err) {
+          if (err instanceof ApiError && err.status === 401) throw err;
+          if (token === state.runToken) fillCompareColumn(columns[i], null, describeError(err, drawn ? [] : [name]));
+          return null;
+        }
+      }));
+      if (token !== state.runToken) return;
+      const said = answers.map((p, i) => (p && p.status === "succeeded" && p.results && p.results[0]
+        ? `${active[i].name} ${p.results[0].digit}` : `${active[i].name} —`));
+      const digits = new Set(answers.filter((p) => p && p.results && p.results[0]).map((p) => p.results[0].digit));
+      const verdict = digits.size === 1 ? "they agree" : digits.size > 1 ? "they disagree" : "no answer";
+      setStatus(`Compared in ${formatMs(performance.now() - started)}: ${said.join(", ")} — ${verdict}.`, "done");
+      loadRecent();
+      historyStale = true;
+    } catch (err) {
+      if (token !== state.runToken) return;
+      if (err instanceof ApiError && err.status === 401) handleError(err, "#predict-error");
+      else failPrediction(describeError(err));
+    } finally {
+      if (token === state.runToken) {
+        state.busy = false;
+        updatePredictButton();
+        container.setAttribute("aria-busy", "false");
+      }
+    }
+  }
+
+  function fillCompareColumn(column, prediction, problem) {
+    column.setAttribute("aria-busy", "false");
+    column.querySelector(".compare-wait").remove();
+    const r = prediction && prediction.status === "succeeded" && prediction.results ? prediction.results[0] : null;
+    if (!r) {
+      const p = document.createElement("p");
+      p.className = "inline-error";
+      p.textContent = problem || `The prediction failed on the server: ${(prediction && prediction.error) || "no reason given"}.`;
+      column.append(p);
+      return;
+    }
+    column.dataset.digit = String(r.digit);
+    column.querySelector(".compare-model").textContent = `${prediction.model.name}:${prediction.model.version}`;
+    column.dataset.version = String(prediction.model.version);
+    const doubt = doubtOf(r);
+    column.setAttribute("aria-label", `${prediction.model.name} version ${prediction.model.version}: digit ${r.digit}, `
+      + `confidence ${percent(r.confidence)}${doubt && doubt.runnerUp !== null ? `, unsure, maybe ${doubt.runnerUp}` : ""}`);
+    const head = document.createElement("div");
+    head.className = "compare-head";
+    const digit = document.createElement("div");
+    digit.className = "result-digit";
+    digit.dataset.testid = "compare-digit";
+    digit.textContent = String(r.digit);
+    const side = document.createElement("div");
+    const conf = document.createElement("div");
+    conf.className = "result-confidence";
+    conf.textContent = percent(r.confidence);
+    side.append(conf);
+    const badge = doubtBadge(r);
+    if (badge) side.append(badge);
+    head.append(digit, side);
+    const t = prediction.timings || {};
+    const meta = document.createElement("p");
+    meta.className = "muted small compare-meta";
+    meta.textContent = typeof t.compute_ms === "number" ? `compute ${formatMs(t.compute_ms)}` : "";
+    column.append(head, probabilityChart(r), meta);
+  }
+
   /** A failed attempt: the old result and status go, the reason shows by the Predict button. */
   function failPrediction(message) {
     clearResults();
@@ -757,13 +917,13 @@
     return p && (p.status === "succeeded" || p.status === "failed");
   }
 
-  async function poll(prediction, token) {
+  async function poll(prediction, token, report = true) {
     const id = prediction.id;
     if (!id) throw new Error("The server did not return a prediction id.");
     const deadline = performance.now() + POLL_TIMEOUT_MS;
     let current = prediction;
     let failures = 0;
-    setStatus(...statusLabel(current));
+    if (report) setStatus(...statusLabel(current));
     while (!isFinished(current)) {
       if (token !== state.runToken) return current;
       if (performance.now() > deadline) {
@@ -781,7 +941,7 @@
         continue;
       }
       if (token !== state.runToken) return current;
-      if (!isFinished(current)) setStatus(...statusLabel(current));
+      if (report && !isFinished(current)) setStatus(...statusLabel(current));
     }
     return current;
   }
@@ -860,6 +1020,7 @@
   function clearResults() {
     revokeAll(state.resultUrls);
     state.resultUrls = [];
+    clearCompare();
     $("#results").replaceChildren();
     $("#results-empty").hidden = false;
   }
@@ -1183,32 +1344,52 @@
   /* Sections: #draw, #history, #keys                                    */
   /* ------------------------------------------------------------------ */
 
-  const ROUTES = { draw: "#app-view", history: "#history-view", keys: "#keys-view" };
-  const TITLES = { draw: "Predict", history: "History", keys: "API keys" };
+  /**
+   * The sections of the page, by their #hash. Each has a container, a title, a heading that takes the
+   * focus when it opens, and hooks: show(changed) when it is displayed, signOut() to forget what the
+   * previous user saw. Other scripts add theirs with DigitServe.registerView (see models.js, account.js).
+   */
+  const VIEWS = {
+    draw: { selector: "#app-view", title: "Predict", heading: "#input-title", show: () => resizeCanvas() },
+    history: {
+      selector: "#history-view", title: "History", heading: "#history-title",
+      show: (changed) => { if (historyStale || changed) loadHistory(true); },
+    },
+    keys: {
+      selector: "#keys-view", title: "API keys", heading: "#keys-new-title",
+      show: (changed) => { if (changed) loadKeys(); },
+    },
+  };
   let historyStale = true;
   let currentRoute = null;
 
+  function registerView(name, view) {
+    VIEWS[name] = view;
+  }
+
   function route(moveFocus = false) {
     const name = (location.hash || "").replace(/^#/, "");
-    const current = ROUTES[name] ? name : "draw";
-    for (const [key, sel] of Object.entries(ROUTES)) $(sel).hidden = key !== current;
+    const wanted = VIEWS[name] && !(VIEWS[name].adminOnly && !isAdmin()) ? name : "draw";
+    for (const [key, view] of Object.entries(VIEWS)) $(view.selector).hidden = key !== wanted;
     for (const tab of document.querySelectorAll(".tab")) {
-      if (tab.dataset.route === current) tab.setAttribute("aria-current", "page");
+      if (tab.dataset.route === wanted) tab.setAttribute("aria-current", "page");
       else tab.removeAttribute("aria-current");
     }
-    document.title = `${TITLES[current]} — DigitServe`;
-    const changed = current !== currentRoute;
-    currentRoute = current;
-    if (current === "history" && (historyStale || changed)) loadHistory(true);
-    if (current === "keys" && changed) loadKeys();
-    if (current === "draw") resizeCanvas();
+    const view = VIEWS[wanted];
+    document.title = `${view.title} — DigitServe`;
+    const changed = wanted !== currentRoute;
+    currentRoute = wanted;
+    if (view.show) view.show(changed);
     if (moveFocus && changed) {
-      const heading = { draw: "#input-title", history: "#history-title", keys: "#keys-new-title" }[current];
-      const el = $(heading);
+      const el = $(view.heading);
       if (!el.hasAttribute("tabindex")) el.setAttribute("tabindex", "-1");
       el.focus({ preventScroll: true });
       window.scrollTo(0, 0);
     }
+  }
+
+  function isAdmin() {
+    return !!(state.user && state.user.role === "admin");
   }
 
   /* ------------------------------------------------------------------ */
@@ -1669,6 +1850,7 @@
     setupDropzone();
 
     $("#predict").addEventListener("click", onPredict);
+    $("#compare").addEventListener("click", onCompare);
     $("#recent-refresh").addEventListener("click", () => loadRecent());
     window.addEventListener("hashchange", () => { if (state.user) route(true); });
     $("#history-refresh").addEventListener("click", () => loadHistory(true));
@@ -1688,9 +1870,21 @@
     boot();
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", init);
-  } else {
+  /* ------------------------------------------------------------------ */
+  /* What the other scripts of the page (models.js, account.js) build on */
+  /* ------------------------------------------------------------------ */
+
+  window.DigitServe = {
+    api, ApiError, describeError, showInline, hideInline, handleError, percent, absoluteTime, formatTime,
+    registerView, isAdmin, route, showSignedOut,
+    user: () => state.user,
+    setCsrf: (token) => { state.csrf = token; },
+  };
+
+  // The deferred scripts after this one register their views first; DOMContentLoaded waits for them.
+  if (document.readyState === "complete") {
     init();
+  } else {
+    document.addEventListener("DOMContentLoaded", init);
   }
 })();

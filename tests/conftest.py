@@ -165,6 +165,7 @@ def make_settings(database_url: str, prefix: str, tmp_path: Path, **changes) -> 
         mnist_dir=MNIST_DIR,
         model_cache_dir=tmp_path / "models",
         queue_name=prefix.rstrip(":").replace(":", "-"),
+        training_queue_name=prefix.rstrip(":").replace(":", "-") + "-training",
         redis_prefix=prefix,
     ).replace(**changes)
 
@@ -188,11 +189,24 @@ def tiny_mlp_file(mnist, tmp_path_factory) -> Path:
     """An MLP trained once per session on a slice of MNIST (a few seconds), saved as .keras."""
     from trainers.train import train
 
+    import json
+
     result = train("mlp", mnist, epochs=3, limit=12000, seed=1, progress=False)
     path = tmp_path_factory.mktemp("models") / "mlp.keras"
     result.model.save(path)
     path.with_suffix(".json").write_text(str(result.test_accuracy))
+    # what the trainer registers with a version: the models dashboard draws it
+    path.with_suffix(".meta.json").write_text(json.dumps({
+        "hyperparameters": result.hyperparameters, "test_accuracy": result.test_accuracy, "metrics": result.metrics,
+        "confusion_matrix": result.confusion_matrix, "curves": result.curves, "train_seconds": result.train_seconds}))
     return path
+
+
+def training_record(model_file: Path) -> dict:
+    """The keyword arguments `registry.register` takes for the tiny model's training record."""
+    import json
+
+    return json.loads(model_file.with_suffix(".meta.json").read_text())
 
 
 @pytest.fixture
@@ -340,6 +354,14 @@ def wait_for_worker(services, timeout: float = 60.0) -> None:
 
 
 @pytest.fixture
+def cli_env(monkeypatch, settings):
+    """`digitserve` subcommands called in this process (`main([...])`) use this test's settings."""
+    for name, value in process_env(settings).items():
+        monkeypatch.setenv(name, value)
+    return settings
+
+
+@pytest.fixture
 def start_worker(settings, tmp_path):
     """Start `digitserve worker` processes on this test's database and queue."""
     started: list[Subcommand] = []
@@ -377,7 +399,7 @@ def _live_server(url, tmp_path_factory, tiny_mlp_file):
     prefix = f"dslive:{uuid.uuid4().hex[:8]}:"
     settings = make_settings(url, prefix, base, port=free_port())
     services = build(settings)
-    services.registry.register("mlp", "mlp", tiny_mlp_file, activate=True)
+    services.registry.register("mlp", "mlp", tiny_mlp_file, activate=True, **training_record(tiny_mlp_file))
     # bearer keys on: v2 tooling such as tritonclient cannot sign requests
     web = Subcommand(["serve"], process_env(settings, ALLOW_BEARER_KEYS=1), base / "web.log")
     worker = Subcommand(["worker"], process_env(settings), base / "worker.log")

@@ -377,3 +377,22 @@ def test_the_preprocessing_quality_is_reported_next_to_the_answer(account, regis
     clean_q = account.app.get(f"/api/v1/predictions/{clean}").json["results"][0]["image_quality"]
     murky_q = account.app.get(f"/api/v1/predictions/{murky}").json["results"][0]["image_quality"]
     assert clean_q == 1.0 and 0 <= murky_q < clean_q
+
+
+def test_models_report_accuracy_on_users_labels(account, registered_mlp, digit_pngs, run_jobs):
+    app = account.app
+    before = app.get("/api/v1/models").json["models"][0]["versions"][0]
+    assert before["feedback"] == {"labelled": 0, "agreed": 0, "accuracy": None}
+    ids = [app.post("/api/v1/predictions", upload_files=[("image", "d.png", digit_pngs[d])],
+                    headers=account.headers).json["id"] for d in (0, 1, 2)]
+    run_jobs()
+    digits = [app.get(f"/api/v1/predictions/{pid}").json["results"][0]["digit"] for pid in ids]
+    # two confirmations of the answer and one correction to another digit
+    labels = [digits[0], digits[1], (digits[2] + 1) % 10]
+    for pid, label in zip(ids, labels):
+        app.post_json(f"/api/v1/predictions/{pid}/feedback", {"label": label}, headers=account.headers)
+    expected = {"labelled": 3, "agreed": 2, "accuracy": round(2 / 3, 6)}
+    listed = app.get("/api/v1/models").json["models"][0]["versions"][0]
+    assert listed["feedback"] == expected
+    detail = app.get("/api/v1/models/mlp").json
+    assert detail["active"]["feedback"] == expected and detail["versions"][0]["feedback"] == expected

@@ -19,6 +19,7 @@ from webtest import TestApp
 
 from conftest import PASSWORD, TEST_SECRET, login
 from core import signing
+from server.services import accounts
 
 ROOT = Path(__file__).resolve().parent.parent
 PREDICTIONS = "/api/v1/predictions"
@@ -699,6 +700,8 @@ def test_scopes_are_enforced(app, make_user, services, tiny_mlp_file, registered
     # an admin key whose owner lost the admin role no longer works for admin calls
     with services.engine.begin() as conn:
         conn.execute(sa.text("UPDATE users SET role = 'user' WHERE email = :e"), {"e": admin.email})
+    # every process caches keys and their owners: a change made outside the platform is announced
+    accounts.user_changed(services, admin.user_id)
     assert_error(signed(admin_key, "POST", "/api/v1/models/mlp/versions/1/activate"), 403)
 
 
@@ -720,6 +723,10 @@ def test_bearer_keys_are_off_by_default(account, services):
         assert_error(res, 403)
         again = login(account.app, account.email)
         account.app.delete(f"/api/v1/keys/{key_id}", headers=again.headers)
+        # the other process (its own key cache) hears of the revocation over Redis within milliseconds
+        deadline = time.monotonic() + 2
+        while on.credentials.get(key_id) is not None and time.monotonic() < deadline:
+            time.sleep(0.001)
         assert_error(on_app.get(PREDICTIONS, headers=bearer, expect_errors=True), 401)
     finally:
         on.close()

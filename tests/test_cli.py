@@ -11,13 +11,6 @@ from server.cli.main import build_parser, main
 from server.cli.processes import Subcommand, free_port
 
 
-@pytest.fixture
-def cli_env(monkeypatch, settings):
-    for name, value in process_env(settings).items():
-        monkeypatch.setenv(name, value)
-    return settings
-
-
 def test_train_registers_and_activates_a_version(cli_env, services, capsys):
     assert main(["train", "softmax", "--limit", "3000", "--epochs", "2", "--activate", "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -178,12 +171,15 @@ def test_production_refuses_a_placeholder_secret(monkeypatch, capsys):
 
 def test_training_with_feedback_uses_the_corrected_images(cli_env, services, account, registered_mlp, digit_pngs,
                                                            run_jobs, mnist):
+    from server.services import feedback
     from trainers.register import feedback_examples
 
     files = [("image", f"{d}.png", digit_pngs[d]) for d in (3, 8)]
     pid = account.app.post("/api/v1/predictions", upload_files=files, headers=account.headers).json["id"]
     run_jobs()
     account.app.post_json(f"/api/v1/predictions/{pid}/feedback", {"index": 1, "label": 8}, headers=account.headers)
+    assert len(feedback_examples(services.sessions)[1]) == 0  # pending: not reviewed yet
+    feedback.review(services, None, pid, {"index": 1, "state": "accepted"})
     images, labels = feedback_examples(services.sessions)
     assert images.shape == (1, 28, 28) and list(labels) == [8]
     assert main(["train", "softmax", "--limit", "2000", "--epochs", "1", "--with-feedback", "--quiet"]) == 0

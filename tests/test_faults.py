@@ -103,12 +103,47 @@ def test_two_claims_of_one_prediction_run_it_once(services, registered_mlp, digi
         second = repo.claim(session, [document["id"]], "worker-b")
     assert first.attempt == 1 and second == []
     with unit_of_work(services.sessions) as session:
-        assert repo.succeed(session, first, [[0.0] * 5 + [1.0] + [0.0] * 4], 1.0)
+        assert repo.succeed(session, [first], [[[0.0] * 5 + [1.0] + [0.0] * 4]], 1.0) == [first]
     with unit_of_work(services.sessions) as session:  # a stale attempt can neither finish nor fail it again
-        assert not repo.succeed(session, first, [[1.0] + [0.0] * 9], 1.0)
+        assert not repo.succeed(session, [first], [[[1.0] + [0.0] * 9]], 1.0)
         assert not repo.fail(session, document["id"], "late")
         assert not repo.release(session, document["id"], "running", 1)
     assert predictions.get(services, None, document["id"])["results"][0]["digit"] == 5
+
+
+def test_a_batch_finishes_only_the_attempts_still_running(services, registered_mlp, digit_pngs):
+    ids = [predictions.submit(services, None, predictions.Submission([digit_pngs[d]]))[0]["id"] for d in (1, 2, 3)]
+    with unit_of_work(services.sessions) as session:
+        claims = repo.claim(session, ids, "worker-a")
+    assert [c.prediction_id for c in claims] == ids
+    with unit_of_work(services.sessions) as session:  # the middle one is failed meanwhile (a sweep, say)
+        assert repo.fail(session, ids[1], "lost", claims[1].attempt)
+    one_hot = [[[1.0 if d == digit else 0.0 for d in range(10)]] for digit in (1, 2, 3)]
+    with unit_of_work(services.sessions) as session:
+        done = repo.succeed(session, claims, one_hot, 2.0)
+    assert [c.prediction_id for c in done] == [ids[0], ids[2]]
+    documents = [predictions.get(services, None, pid) for pid in ids]
+    assert [d["status"] for d in documents] == ["succeeded", "failed", "succeeded"]
+    assert documents[0]["results"][0]["digit"] == 1 and documents[2]["results"][0]["digit"] == 3
+    assert documents[1]["results"] == [] and documents[1]["error"] == "lost"
+
+
+def test_the_answer_to_a_submission_is_the_stored_prediction(services, registered_mlp, digit_pngs):
+    """Built from what was just stored, not read back: it must be what a GET reads."""
+    document, created = predictions.submit(services, None, predictions.Submission([digit_pngs[3], digit_pngs[8]]))
+    assert created and document["status"] == "queued"
+    assert document == predictions.get(services, None, document["id"])
+
+
+def test_the_result_notice_is_the_stored_prediction(services, registered_mlp, digit_pngs, run_jobs):
+    """Waiting requests get the document the worker built in memory: it must be what a GET reads."""
+    ids = [predictions.submit(services, None, predictions.Submission([digit_pngs[d], digit_pngs[9]]))[0]["id"]
+           for d in (4, 7)]
+    run_jobs()
+    for pid in ids:
+        notice = services.queue.wait(pid, 1)
+        assert notice["document"] == predictions.get(services, None, pid)
+        assert notice["document"]["timings"]["queue_ms"] is not None
 
 
 @pytest.mark.parametrize("persistent", [False, True], ids=["empty-after-restart", "append-only-file"])

@@ -25,9 +25,10 @@ def end(boundary: str = "b0und") -> bytes:
     return f"--{boundary}--\r\n".encode()
 
 
-def bad_multipart(body: bytes, content_type: str = "multipart/form-data; boundary=b0und") -> InvalidInput:
+def bad_multipart(body: bytes, content_type: str = "multipart/form-data; boundary=b0und",
+                  max_images: int = 16) -> InvalidInput:
     with pytest.raises(InvalidInput) as caught:
-        request(body, content_type).form()
+        request(body, content_type).form(max_images)
     assert caught.value.code == "bad_multipart"
     return caught.value
 
@@ -116,13 +117,16 @@ def test_fifty_thousand_tiny_parts_are_refused():
     assert "parts" in error.message
 
 
-def test_sixty_four_parts_are_fine_sixty_five_are_not():
-    def body(n):
-        return b"".join(part("image" if i < 16 else f"f{i}", b"x") for i in range(n)) + end()
+def test_the_part_limit_follows_the_image_limit():
+    def body(n, images=16):
+        return b"".join(part("image" if i < images else f"f{i}", b"x") for i in range(n)) + end()
 
     fields, images = request(body(64)).form()
     assert len(images) == 16 and len(fields) == 48
     bad_multipart(body(65))
+    fields, images = request(body(256 + 48, images=256)).form(max_images=256)
+    assert len(images) == 256 and len(fields) == 48
+    assert "304 parts" in bad_multipart(body(256 + 49, images=256), max_images=256).message
 
 
 @pytest.mark.parametrize("extra", [

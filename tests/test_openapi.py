@@ -83,3 +83,92 @@ def test_responses_match_the_document(app, make_user, registered_mlp, digit_pngs
 
     statuses = {status for _, _, status in check.seen}
     assert {"200", "201", "202", "204", "400", "401", "403", "404", "409", "413", "415", "422"} <= statuses
+
+
+def test_account_and_admin_responses_match_the_document(app, make_user, documented):
+    from webtest import TestApp
+
+    check = documented
+    admin = login(app, make_user(role="admin"))
+    other = login(TestApp(app.app), make_user())
+    check(app.get("/api/v1/users"))
+    check(other.app.get("/api/v1/users", expect_errors=True))
+    check(app.patch_json(f"/api/v1/users/{other.user_id}", {"disabled": True}, headers=admin.headers))
+    check(app.patch_json(f"/api/v1/users/{other.user_id}", {"role": "user", "disabled": False},
+                         headers=admin.headers))
+    other = login(other.app, other.email)   # disabling ended its session
+    check(app.patch_json(f"/api/v1/users/{admin.user_id}", {"disabled": True}, headers=admin.headers,
+                         expect_errors=True))
+    check(app.patch_json("/api/v1/users/99999", {"disabled": True}, headers=admin.headers, expect_errors=True))
+    check(app.patch_json(f"/api/v1/users/{other.user_id}", {"role": "root"}, headers=admin.headers,
+                         expect_errors=True))
+    check(app.get("/api/v1/audit?limit=5"))
+    check(app.get("/api/v1/audit?limit=500", expect_errors=True))
+    check(other.app.put_json("/api/v1/account/password", {"current_password": "wrong-password-1",
+                                                          "new_password": "digits-are-fun-43"},
+                             headers=other.headers, expect_errors=True))
+    check(other.app.put_json("/api/v1/account/password", {"current_password": "digits-are-fun-42",
+                                                          "new_password": "short"},
+                             headers=other.headers, expect_errors=True))
+    res = check(other.app.put_json("/api/v1/account/password", {"current_password": "digits-are-fun-42",
+                                                                "new_password": "digits-are-fun-43"},
+                                   headers=other.headers))
+    other.csrf = res.json["csrf_token"]
+    check(app.delete_json("/api/v1/account", {"password": "digits-are-fun-42"}, headers=admin.headers,
+                          expect_errors=True))   # the last administrator: 409
+    check(other.app.delete_json("/api/v1/account", {"password": "digits-are-fun-43"}, headers=other.headers))
+    check(app.delete("/api/v1/sessions?all=2", headers=admin.headers, expect_errors=True))
+    check(app.delete("/api/v1/sessions?all=1", headers=admin.headers))
+    statuses = {(method, status) for method, _, status in check.seen}
+    assert {("PATCH", "200"), ("PATCH", "409"), ("PATCH", "404"), ("PUT", "403"), ("PUT", "200"),
+            ("DELETE", "409"), ("DELETE", "200"), ("DELETE", "204"), ("GET", "403")} <= statuses
+
+
+def test_improvement_endpoints_match_the_document(app, make_user, registered_mlp, digit_pngs, documented):
+    check = documented
+    user = login(app, make_user())
+    pid = app.post("/api/v1/predictions", upload_files=[("image", "a.png", digit_pngs[4])],
+                   headers=user.headers).json["id"]
+    app.post_json(f"/api/v1/predictions/{pid}/feedback", {"label": 9}, headers=user.headers)
+    check(app.get("/api/v1/feedback", expect_errors=True))  # 403: not an administrator
+    admin = login(app, make_user(role="admin"))
+    check(app.get("/api/v1/feedback?state=pending"))
+    check(app.get("/api/v1/feedback?limit=0", expect_errors=True))
+    check(app.patch_json(f"/api/v1/feedback/{pid}", {"state": "accepted"}, headers=admin.headers))
+    check(app.patch_json(f"/api/v1/feedback/{pid}", {"state": "accepted", "index": 3}, headers=admin.headers,
+                         expect_errors=True))
+    check(app.patch_json(f"/api/v1/feedback/{pid}", {"state": "yes"}, headers=admin.headers, expect_errors=True))
+    queued = check(app.post_json("/api/v1/training-jobs", {"kind": "retrain", "name": "mlp", "limit": 1000},
+                                 headers=admin.headers)).json
+    check(app.post_json("/api/v1/training-jobs", {"kind": "tune", "family": "mlp", "population": 1},
+                        headers=admin.headers, expect_errors=True))
+    check(app.post_json("/api/v1/training-jobs", {"kind": "retrain", "name": "nope"}, headers=admin.headers,
+                        expect_errors=True))
+    check(app.get("/api/v1/training-jobs?limit=5"))
+    check(app.get("/api/v1/training-jobs?status=bogus", expect_errors=True))
+    check(app.get(f"/api/v1/training-jobs/{queued['id']}"))
+    check(app.get("/api/v1/training-jobs/nope", expect_errors=True))
+    check(app.post(f"/api/v1/training-jobs/{queued['id']}/cancel", headers=admin.headers))
+    assert app.get(f"/api/v1/training-jobs/{queued['id']}").json["status"] == "cancelled"
+    check(app.get("/api/v1/models/mlp"))
+    # malformed input is a documented 4xx, never a 500 (a second administrator: each has a rate limit)
+    admin = login(app, make_user(role="admin"))
+    for body in ([], "x", {"state": "accepted", "index": 10**30}, {"state": "accepted", "index": True},
+                 {"state": None}):
+        check(app.patch_json(f"/api/v1/feedback/{pid}", body, headers=admin.headers, expect_errors=True))
+    check(app.patch(f"/api/v1/feedback/{pid}", "{not json", headers={**admin.headers, "Content-Type": "application/json"},
+                    expect_errors=True))
+    check(app.patch_json("/api/v1/feedback/" + "f" * 40, {"state": "accepted"}, headers=admin.headers,
+                         expect_errors=True))
+    for body in ([], {"kind": "train", "family": "mlp", "limit": 2.5}, {"kind": "train", "family": "mlp", "seed": -1},
+                 {"kind": "tune", "family": "mlp", "population": 4, "elitism": 4},
+                 {"kind": "retrain"}, {"kind": "train", "family": "mlp", "name": "../x"},
+                 {"kind": "train", "family": "mlp", "surprise": 1}, {"kind": "retrain", "name": "mlp", "tolerance": "0.1"}):
+        check(app.post_json("/api/v1/training-jobs", body, headers=admin.headers, expect_errors=True))
+    for query in ("limit=abc", "cursor=!!", "cursor=WzEsMl0=", "status=running&limit=101"):
+        check(app.get(f"/api/v1/training-jobs?{query}", expect_errors=True))
+    check(app.get("/api/v1/feedback?offset=-1", expect_errors=True))
+    check(app.post("/api/v1/training-jobs/" + "a" * 64 + "/cancel", headers=admin.headers, expect_errors=True))
+    statuses = {status for _, _, status in check.seen}
+    assert {"200", "202", "400", "403", "404"} <= statuses
+    assert not any(status.startswith("5") for _, _, status in check.seen)

@@ -27,6 +27,7 @@ from core.preprocess import (
     detect_type,
     from_png,
     preprocess_image,
+    preprocess_with_quality,
     scale,
     to_png,
 )
@@ -265,6 +266,26 @@ def test_mnist_digit_at_native_size_is_nearly_unchanged():
         out = preprocess_image(encode(original, "PNG"))
         assert_mnist_like(out)
         assert best_corr(out, original) > 0.95
+
+
+def test_a_digit_already_in_mnist_form_is_taken_as_it_is():
+    """MNIST's own digits (box 20 px, centred by mass, flat paper) come out exactly as they went in,
+    in either polarity; one moved off centre or of another size goes the general way (and is then
+    put into that form)."""
+    images, _ = mnist_test()
+    for original in images:
+        if original.max() != 255:
+            continue
+        for picture in (original, 255 - original):
+            out, quality = preprocess_with_quality(encode(picture, "PNG"))
+            assert np.array_equal(out, original) and quality == 1.0
+        shifted = np.roll(original, 3, axis=1)
+        out = preprocess_image(encode(shifted, "PNG"))
+        assert not np.array_equal(out, shifted) and best_corr(out, original) > 0.95
+        small = np.zeros((28, 28), np.uint8)
+        small[7:21, 7:21] = np.asarray(Image.fromarray(original[4:24, 4:24]).resize((14, 14)))
+        out = preprocess_image(encode(small, "PNG"))
+        assert not np.array_equal(out, small) and best_corr(out, original) > 0.8
 
 
 def test_lossy_low_quality_jpeg_still_matches():

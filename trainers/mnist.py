@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["load_mnist", "MnistData", "MnistError", "FILES", "EXPECTED_SHA256"]
+__all__ = ["load_mnist", "MnistData", "MnistError", "FILES", "EXPECTED_SHA256", "decode_idx", "encode_idx",
+           "read_idx", "write_idx"]
 
 # Fixed order: also the order in which MnistData.sha256 combines the digests.
 FILES: tuple[str, ...] = (
@@ -175,32 +176,67 @@ def _load_verified(
         gzipped = path.suffix == ".gz"
     data = _read_uncompressed(path, gzipped)
     ndim = 3 if "images" in name else 1
-    if len(data) < 4:
-        raise MnistError(f"{path}: truncated: {len(data)} bytes, too short for an IDX header")
-    magic = bytes(data[:4])
-    want = bytes((0, 0, _IDX_UBYTE, ndim))
-    if magic != want:
-        hint = " (this is gzip data: name the file '.gz')" if magic[:2] == b"\x1f\x8b" else ""
-        raise MnistError(f"{path}: bad IDX magic number 0x{magic.hex()}, expected 0x{want.hex()} "
-                         f"(unsigned bytes, {ndim} dimension{'s' if ndim > 1 else ''}){hint}")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise MnistError(f"{path}: truncated: {len(data)} bytes, IDX header needs {header}")
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    size = header + math.prod(dims)  # Python ints: a crafted header cannot overflow
-    if len(data) < size:
-        raise MnistError(f"{path}: truncated: header declares shape {dims} ({size} bytes), "
-                         f"but the uncompressed data has {len(data)} bytes")
-    if len(data) > size:
-        raise MnistError(f"{path}: {len(data) - size} unexpected bytes after the data "
-                         f"declared by the header (shape {dims})")
+    array = decode_idx(data, ndim, str(path))
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256.lower():
         raise MnistError(f"{path}: SHA-256 mismatch of the uncompressed data: got {digest}, "
                          f"expected {sha256.lower()} (corrupt file or not the MNIST {name})")
-    array = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
     array.flags.writeable = False
     return array, digest
+
+
+def decode_idx(data: bytes | bytearray, ndim: int, source: str = "IDX data") -> np.ndarray:
+    """The uint8 array of an IDX file's bytes (``ndim`` dimensions: 3 for images, 1 for labels).
+
+    A view of ``data``: no copy. ``source`` names the data in error messages.
+    """
+    if len(data) < 4:
+        raise MnistError(f"{source}: truncated: {len(data)} bytes, too short for an IDX header")
+    magic = bytes(data[:4])
+    want = bytes((0, 0, _IDX_UBYTE, ndim))
+    if magic != want:
+        hint = " (this is gzip data: name the file '.gz')" if magic[:2] == b"\x1f\x8b" else ""
+        raise MnistError(f"{source}: bad IDX magic number 0x{magic.hex()}, expected 0x{want.hex()} "
+                         f"(unsigned bytes, {ndim} dimension{'s' if ndim > 1 else ''}){hint}")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise MnistError(f"{source}: truncated: {len(data)} bytes, IDX header needs {header}")
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    size = header + math.prod(dims)  # Python ints: a crafted header cannot overflow
+    if len(data) < size:
+        raise MnistError(f"{source}: truncated: header declares shape {dims} ({size} bytes), "
+                         f"but the uncompressed data has {len(data)} bytes")
+    if len(data) > size:
+        raise MnistError(f"{source}: {len(data) - size} unexpected bytes after the data "
+                         f"declared by the header (shape {dims})")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    """IDX bytes (unsigned bytes, big-endian dimensions) of a uint8 array: what ``decode_idx`` reads."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ValueError(f"IDX files here hold unsigned bytes; got {array.dtype}")
+    if not 1 <= array.ndim <= 255:
+        raise ValueError(f"an IDX array needs 1 to 255 dimensions, got {array.ndim}")
+    header = bytes((0, 0, _IDX_UBYTE, array.ndim)) + np.asarray(array.shape, dtype=">u4").tobytes()
+    return header + np.ascontiguousarray(array).tobytes()
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> Path:
+    """Write ``array`` as an IDX file (gzip-compressed when the name ends in ``.gz``)."""
+    path = Path(path)
+    data = encode_idx(array)
+    path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
+    return path
+
+
+def read_idx(path: str | Path, ndim: int) -> np.ndarray:
+    """An IDX file (gzip or raw, by the name) as a read-only uint8 array; no checksum."""
+    path = Path(path)
+    array = decode_idx(_read_uncompressed(path, path.suffix == ".gz"), ndim, str(path))
+    array.flags.writeable = False
+    return array
 
 
 def _download(

@@ -11,19 +11,43 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import unit_of_work
 from core.preprocess import from_png
-from core.repositories import predictions
+from core.repositories import feedback
 from core.settings import Settings
 from models.registry import CGAN, ModelRegistry, VersionInfo
 from trainers.mnist import MnistData, load_mnist
+from trainers.progress import OnEpoch
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedbackSet:
+    """Accepted corrections as training samples: 28x28 uint8 images, labels, and where each came from."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    refs: tuple[str, ...]  # "<prediction id>:<image index>"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, positions) -> "FeedbackSet":
+        positions = np.asarray(positions, dtype=np.int64)
+        return FeedbackSet(self.images[positions], self.labels[positions], tuple(self.refs[i] for i in positions))
+
+
+def accepted_feedback(sessions: sessionmaker[Session]) -> FeedbackSet:
+    """The corrections an administrator accepted, oldest first: the image the network saw, the user's label."""
+    with unit_of_work(sessions) as session:
+        rows = feedback.samples(session, feedback.ACCEPTED)
+    if not rows:
+        return FeedbackSet(np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.uint8), ())
+    return FeedbackSet(np.stack([from_png(row.png) for row in rows]), np.array([row.label for row in rows], np.uint8),
+                       tuple(f"{row.prediction_id}:{row.index}" for row in rows))
 
 
 def feedback_examples(sessions: sessionmaker[Session]) -> tuple[np.ndarray, np.ndarray]:
-    """Users' corrections: the 28x28 images the network saw, with the label the user gave."""
-    with unit_of_work(sessions) as session:
-        rows = predictions.labelled_images(session)
-    if not rows:
-        return np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.uint8)
-    return np.stack([from_png(png) for png, _ in rows]), np.array([label for _, label in rows], np.uint8)
+    """The accepted corrections as (images, labels)."""
+    accepted = accepted_feedback(sessions)
+    return accepted.images, accepted.labels
 
 
 def with_feedback(data: MnistData, images: np.ndarray, labels: np.ndarray) -> MnistData:
@@ -33,6 +57,29 @@ def with_feedback(data: MnistData, images: np.ndarray, labels: np.ndarray) -> Mn
     digest = hashlib.sha256(data.sha256.encode() + images.tobytes() + labels.tobytes()).hexdigest()
     return dataclasses.replace(data, x_train=np.concatenate([images, data.x_train]),
                                y_train=np.concatenate([labels, data.y_train]), sha256=digest)
+
+
+def register_result(registry: ModelRegistry, name: str, result, dataset_sha256: str, *, extra_hp: dict | None = None,
+                    activate: bool = False, gate: dict | None = None, search: dict | None = None) -> VersionInfo:
+    """Save a `TrainResult`'s network and register it with its figures as the next version of `name`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{result.family}.keras"
+        result.model.save(path)
+        return registry.register(
+            name,
+            result.family,
+            path,
+            hyperparameters={**result.hyperparameters, **(extra_hp or {})},
+            dataset_sha256=dataset_sha256,
+            test_accuracy=result.test_accuracy,
+            metrics=result.metrics,
+            confusion_matrix=result.confusion_matrix,
+            curves=result.curves,
+            train_seconds=result.train_seconds,
+            activate=activate,
+            gate=gate,
+            search=search,
+        )
 
 
 def train_and_register(
@@ -49,6 +96,8 @@ def train_and_register(
     progress: bool = True,
     overrides: dict | None = None,
     use_feedback: bool = False,
+    on_epoch: OnEpoch | None = None,
+    search: dict | None = None,
     gan_samples: int = 0,
     gan_model: str = CGAN,
 ) -> VersionInfo:
@@ -70,21 +119,9 @@ def train_and_register(
         gan_record = {"gan_samples": int(gan_samples), "gan_model": f"{generator.name}:{generator.version}"}
     result = train(
         family, data, epochs=epochs, batch_size=batch_size, limit=limit, seed=seed,
-        progress=progress, overrides=overrides, threads=settings.training_threads(), extra=extra,
+        progress=progress, overrides=overrides, threads=settings.training_threads(), on_epoch=on_epoch,
+        extra=extra,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{family}.keras"
-        result.model.save(path)
-        return registry.register(
-            name or family,
-            family,
-            path,
-            hyperparameters={**result.hyperparameters, "feedback_examples": feedback_count, **gan_record},
-            dataset_sha256=data.sha256,
-            test_accuracy=result.test_accuracy,
-            metrics=result.metrics,
-            confusion_matrix=result.confusion_matrix,
-            curves=result.curves,
-            train_seconds=result.train_seconds,
-            activate=activate,
-        )
+    return register_result(registry, name or family, result, data.sha256,
+                           extra_hp={"feedback_examples": feedback_count, **gan_record}, activate=activate,
+                           search=search)

@@ -23,6 +23,7 @@ import tensorflow as tf
 from models import families
 from models.runtime import configure_tensorflow
 from core.preprocess import scale
+from trainers.progress import OnEpoch, TrainingCancelled
 
 
 @dataclass
@@ -30,7 +31,7 @@ class TrainResult:
     family: str
     model: keras.Model
     hyperparameters: dict   # full effective hp incl. epochs, batch_size, seed, limit, validation size, architecture
-    test_accuracy: float
+    test_accuracy: float | None  # None when the run was told not to look at the test set (a search)
     metrics: dict           # {"accuracy", "per_class": [{"digit", "precision", "recall", "support"}], "validation_accuracy"}
     confusion_matrix: list  # 10x10 ints, rows = true label, columns = predicted
     curves: dict            # per epoch "loss", "accuracy", "val_loss", "val_accuracy" (+ the pretrain curves, dbn "rbm_reconstruction_error")
@@ -162,6 +163,23 @@ class BestWeights(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
 
 
+class EpochReport(keras.callbacks.Callback):
+    """Hands each finished epoch to an `OnEpoch` function; a True answer stops training."""
+
+    def __init__(self, on_epoch: OnEpoch, epochs: int):
+        super().__init__()
+        self.on_epoch, self.epochs = on_epoch, epochs
+        self.stopped_after: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        entry = {"epoch": epoch + 1, "epochs": self.epochs}
+        entry.update({k: round(float(v), 6) for k, v in (logs or {}).items()
+                      if k in ("loss", "accuracy", "val_loss", "val_accuracy")})
+        if self.on_epoch(entry):
+            self.stopped_after = epoch + 1
+            self.model.stop_training = True
+
+
 def _print_line(line: str) -> None:
     print(line, flush=True)
 
@@ -179,11 +197,13 @@ def _json_hp(hp: dict) -> dict:
 
 def train(family: str, data: Any, *, epochs: int | None = None, batch_size: int | None = None,
           limit: int | None = None, seed: int = 0, progress: bool = True,
-          overrides: dict | None = None, threads: int | None = None,
-          extra: tuple[np.ndarray, np.ndarray] | None = None) -> TrainResult:
+          overrides: dict | None = None, threads: int | None = None, on_epoch: OnEpoch | None = None,
+          evaluate_test: bool = True, extra: tuple[np.ndarray, np.ndarray] | None = None) -> TrainResult:
     """Train ``family`` on ``data`` (an ``MnistData``: x_train/y_train/x_test/y_test
     uint8 arrays) and evaluate it on the test set. ``limit`` trains on the first
     ``limit`` training images; ``overrides`` update the family's ``defaults``.
+    ``on_epoch`` hears of every epoch and may stop the run (``TrainingCancelled``);
+    ``evaluate_test=False`` leaves the test set alone (a search selects on validation only).
     ``extra``: more labelled uint8 images (e.g. GAN-made digits) joining the training
     split only, after the validation split is held out: validation and test stay MNIST."""
     spec = families.get(family)   # ValueError naming the known families
@@ -250,9 +270,14 @@ def train(family: str, data: Any, *, epochs: int | None = None, batch_size: int 
         callbacks.append(BestWeights("val_accuracy", "max", int(hp.get("early_stopping_patience") or 0)))
     if progress:
         callbacks.append(_Tqdm(family, epochs_n, steps))
+    report = EpochReport(on_epoch, epochs_n) if on_epoch is not None else None
+    if report is not None:
+        callbacks.append(report)
     history = model.fit(x_train, y_train_1h, batch_size=bs, epochs=epochs_n, validation_data=validation,
                         shuffle=True, callbacks=callbacks, verbose=0)
     train_seconds = time.perf_counter() - start
+    if report is not None and report.stopped_after is not None:
+        raise TrainingCancelled(f"{family}: stopped after epoch {report.stopped_after} of {epochs_n}")
 
     h = history.history
     epochs_run = len(h.get("loss", []))
@@ -260,8 +285,13 @@ def train(family: str, data: Any, *, epochs: int | None = None, batch_size: int 
         curves[key] = [float(v) for v in h.get(key, [])]
     best_val = max(curves["val_accuracy"]) if curves["val_accuracy"] else None
 
-    accuracy, per_class, confusion = evaluate(model, data.x_test, data.y_test)
     hp["epochs_run"] = epochs_run
+    if not evaluate_test:
+        return TrainResult(
+            family=family, model=model, hyperparameters=_json_hp(hp), test_accuracy=None,
+            metrics={"validation_accuracy": best_val}, confusion_matrix=[], curves=curves,
+            train_seconds=round(train_seconds, 3), epochs_run=epochs_run)
+    accuracy, per_class, confusion = evaluate(model, data.x_test, data.y_test)
     return TrainResult(
         family=family, model=model, hyperparameters=_json_hp(hp), test_accuracy=accuracy,
         metrics={"accuracy": accuracy, "per_class": per_class, "validation_accuracy": best_val,

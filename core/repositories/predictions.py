@@ -7,10 +7,10 @@ both run one, and a finished prediction never changes again.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
-from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.db import Prediction, PredictionImage, utcnow
@@ -21,12 +21,21 @@ FINISHED = (SUCCEEDED, FAILED)
 
 @dataclass(frozen=True)
 class Claim:
-    """A prediction a worker now runs: this attempt's number and what it needs."""
+    """A prediction a worker now runs: this attempt's number and what it needs.
+
+    `row` and `images` are the claimed rows as read (detached); `succeed` records the
+    results on them too, so the finished prediction can be described without reading it back.
+    """
 
     prediction_id: str
     attempt: int
     model_version_id: int
-    pngs: list[bytes]
+    row: Prediction = field(compare=False, repr=False)
+    images: list[PredictionImage] = field(compare=False, repr=False)
+
+    @property
+    def pngs(self) -> list[bytes]:
+        return [image.preprocessed_png for image in self.images]
 
 
 def add(session: Session, items: Sequence[tuple[Prediction, Sequence[tuple[str, bytes, float]]]]) -> None:
@@ -91,58 +100,98 @@ def labelled_images(session: Session) -> list[tuple[bytes, int]]:
     return [(png, int(label)) for png, label in rows]
 
 
+def feedback_agreement(session: Session, model_version_ids: Sequence[int] | None = None) -> dict[int, tuple[int, int]]:
+    """model version id -> (images users labelled, of which the version's answer matched the label)."""
+    agreed = func.sum(case((PredictionImage.digit == PredictionImage.feedback_label, 1), else_=0))
+    query = (select(Prediction.model_version_id, func.count(), agreed)
+             .join(Prediction, Prediction.id == PredictionImage.prediction_id)
+             .where(PredictionImage.feedback_label.is_not(None), PredictionImage.digit.is_not(None))
+             .group_by(Prediction.model_version_id))
+    if model_version_ids is not None:
+        query = query.where(Prediction.model_version_id.in_(list(model_version_ids)))
+    return {int(vid): (int(n), int(ok or 0)) for vid, n, ok in session.execute(query)}
+
+
 # -- state transitions (compare-and-set) -----------------------------------------------------------
 
 
 def claim(session: Session, prediction_ids: Sequence[str], worker: str) -> list[Claim]:
-    """queued -> running by `worker`, one more attempt each; the ones not waiting to run are skipped."""
-    now = utcnow()
-    claimed = [pid for pid in prediction_ids if session.execute(
-        update(Prediction)
-        .where(Prediction.id == pid, Prediction.status == QUEUED)
-        .values(status=RUNNING, started_at=now, attempts=Prediction.attempts + 1, worker=worker[:128])
-        .execution_options(synchronize_session=False)
-    ).rowcount == 1]
-    if not claimed:
+    """queued -> running by `worker`, one more attempt each; the ones not waiting to run are skipped.
+
+    One UPDATE takes them all; the claim's own (worker, started_at) tells which rows it got,
+    since a worker runs one job at a time.
+    """
+    ids = list(prediction_ids)
+    if not ids:
         return []
+    now, worker = utcnow(), worker[:128]
+    session.execute(
+        update(Prediction)
+        .where(Prediction.id.in_(ids), Prediction.status == QUEUED)
+        .values(status=RUNNING, started_at=now, attempts=Prediction.attempts + 1, worker=worker)
+        .execution_options(synchronize_session=False)
+    )
     rows = {row.id: row for row in session.scalars(
-        select(Prediction).where(Prediction.id.in_(claimed)).execution_options(populate_existing=True))}
-    pngs: dict[str, list[bytes]] = {pid: [] for pid in claimed}
-    for pid, png in session.execute(
-        select(PredictionImage.prediction_id, PredictionImage.preprocessed_png)
-        .where(PredictionImage.prediction_id.in_(claimed))
-        .order_by(PredictionImage.prediction_id, PredictionImage.idx)
-    ):
-        pngs[pid].append(png)
+        select(Prediction)
+        .where(Prediction.id.in_(ids), Prediction.status == RUNNING, Prediction.worker == worker,
+               Prediction.started_at == now)
+        .execution_options(populate_existing=True))}
+    if not rows:
+        return []
+    images = images_of(session, list(rows))
     claims = []
-    for pid in claimed:
-        row = rows[pid]
-        row.queue_ms = round((now - row.created_at).total_seconds() * 1000, 3)
-        claims.append(Claim(pid, row.attempts, row.model_version_id, pngs[pid]))
+    for pid in ids:
+        if pid in rows:
+            row = rows[pid]
+            row.queue_ms = round((now - row.created_at).total_seconds() * 1000, 3)  # stored by `succeed`
+            claims.append(Claim(pid, row.attempts, row.model_version_id, row, images[pid]))
+    session.expunge_all()  # queue_ms is written with the result, not now
     return claims
 
 
-def succeed(session: Session, claim_: Claim, probabilities, compute_ms: float) -> bool:
-    """running (this attempt) -> succeeded with one result per image; False if the attempt was superseded."""
-    changed = session.execute(
-        update(Prediction)
-        .where(Prediction.id == claim_.prediction_id, Prediction.status == RUNNING,
-               Prediction.attempts == claim_.attempt)
-        .values(status=SUCCEEDED, error=None, finished_at=utcnow(), compute_ms=round(compute_ms, 3))
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if changed != 1:
-        return False
-    for idx, probs in enumerate(probabilities):
-        digit = max(range(len(probs)), key=lambda d: probs[d])
-        session.execute(
-            update(PredictionImage)
-            .where(PredictionImage.prediction_id == claim_.prediction_id, PredictionImage.idx == idx)
-            .values(digit=digit, confidence=float(probs[digit]),
-                    probabilities=[round(float(p), 6) for p in probs])
-            .execution_options(synchronize_session=False)
+_PREDICTION = Prediction.__table__
+_IMAGE = PredictionImage.__table__
+
+
+def succeed(session: Session, claims: Sequence[Claim], probabilities: Sequence[Sequence[Sequence[float]]],
+            compute_ms: float) -> list[Claim]:
+    """running (each claim's attempt) -> succeeded with one result per image, for many predictions
+    in three statements; returns the claims that succeeded (an attempt superseded meanwhile does not)."""
+    if not claims:
+        return []
+    finished, compute_ms = utcnow(), round(compute_ms, 3)
+    session.connection().execute(
+        update(_PREDICTION)
+        .where(_PREDICTION.c.id == bindparam("b_id"), _PREDICTION.c.status == RUNNING,
+               _PREDICTION.c.attempts == bindparam("b_attempt"))
+        .values(status=SUCCEEDED, error=None, finished_at=finished, compute_ms=compute_ms,
+                queue_ms=bindparam("b_queue_ms")),
+        [{"b_id": c.prediction_id, "b_attempt": c.attempt, "b_queue_ms": c.row.queue_ms} for c in claims],
+    )
+    # which ones this call finished: their finish time is this call's
+    mine = set(session.scalars(select(Prediction.id).where(
+        Prediction.id.in_([c.prediction_id for c in claims]), Prediction.status == SUCCEEDED,
+        Prediction.finished_at == finished)))
+    done = [(c, probs) for c, probs in zip(claims, probabilities) if c.prediction_id in mine]
+    results = []
+    for claim_, probs in done:
+        row = claim_.row
+        row.status, row.error, row.finished_at, row.compute_ms = SUCCEEDED, None, finished, compute_ms
+        for image, p in zip(claim_.images, probs):
+            digit = max(range(len(p)), key=lambda d: p[d])
+            image.digit, image.confidence = digit, round(float(p[digit]), 6)  # as MySQL's FLOAT gives it back
+            image.probabilities = [round(float(x), 6) for x in p]
+            results.append({"b_id": claim_.prediction_id, "b_idx": image.idx, "b_digit": image.digit,
+                            "b_confidence": image.confidence, "b_probabilities": image.probabilities})
+    if results:
+        session.connection().execute(
+            update(_IMAGE)
+            .where(_IMAGE.c.prediction_id == bindparam("b_id"), _IMAGE.c.idx == bindparam("b_idx"))
+            .values(digit=bindparam("b_digit"), confidence=bindparam("b_confidence"),
+                    probabilities=bindparam("b_probabilities")),
+            results,
         )
-    return True
+    return [c for c, _ in done]
 
 
 def fail(session: Session, prediction_id: str, message: str, attempt: int | None = None) -> bool:

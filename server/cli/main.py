@@ -27,6 +27,95 @@ def cmd_db(args, settings: Settings) -> int:
     return 0
 
 
+def _submit(services, payload: dict) -> int:
+    """`--queue`: hand the run to the training queue and say how to follow it."""
+    from core.errors import DomainError
+    from server.services import training
+
+    try:
+        job = training.submit(services, None, payload)
+    except DomainError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"queued training job {job['id']} ({job['kind']}) on queue {services.training_queue.name!r}; "
+          f"run `digitserve worker --queue training` to process it; follow it at /api/v1/training-jobs/{job['id']}")
+    return 0
+
+
+def _print_registered(info) -> None:
+    state = "active" if info.active else "not active"
+    print(f"registered {info.name}:{info.version} ({state}), test accuracy {info.test_accuracy:.4f}, "
+          f"trained in {info.train_seconds:.0f} s")
+
+
+def _foreground(services, payload: dict, quiet: bool):
+    """Validate like the API, then run in this process; None (and a message) when refused."""
+    from core.errors import DomainError
+    from server.services import training
+
+    try:
+        kind, spec = training.validate(services, payload)
+        return training.execute(services, kind, spec, progress=not quiet)
+    except DomainError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return None
+
+
+def _spec(args, *keys: str) -> dict:
+    return {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+
+
+def cmd_retrain(args, settings: Settings) -> int:
+    from core import migrate
+
+    migrate.upgrade(settings.database_url)
+    services = _services(settings)
+    payload = {"kind": "retrain", "name": args.name,
+               **_spec(args, "epochs", "limit", "seed", "tolerance", "holdout_share")}
+    if args.queue:
+        return _submit(services, payload)
+    info = _foreground(services, payload, args.quiet)
+    if info is None:
+        return 1
+    _print_registered(info)
+    gate = info.gate
+    for who in ("candidate", "active"):
+        fig = gate[who]
+        feedback = "-" if fig["feedback_accuracy"] is None else f"{fig['feedback_accuracy']:.4f}"
+        label = "candidate" if who == "candidate" else f"active {fig['name']}:{fig['version']}"
+        print(f"  {label:<16} MNIST test {fig['mnist_accuracy']:.4f}, held-out feedback {feedback} "
+              f"({gate['feedback']['held_out']} images)")
+    print(f"gate: {'activated' if gate['activated'] else 'not activated'}: {gate['reason']}")
+    return 0
+
+
+def cmd_tune(args, settings: Settings) -> int:
+    from core import migrate
+
+    migrate.upgrade(settings.database_url)
+    services = _services(settings)
+    payload = {"kind": "tune", "name": args.name,
+               **_spec(args, "family", "population", "generations", "seed", "epochs", "limit", "elitism")}
+    if args.queue:
+        return _submit(services, payload)
+    info = _foreground(services, payload, args.quiet)
+    if info is None:
+        return 1
+    search = info.search
+    print(f"best of {search['evaluations']} individuals (validation accuracy {search['best_fitness']:.4f}): "
+          f"{json.dumps(search['best'])}")
+    _print_registered(info)
+    return 0
+
+
+def cmd_feedback(args, settings: Settings) -> int:
+    from server.services import feedback
+
+    exported = feedback.export(_services(settings), args.directory)
+    print(f"exported {exported['count']} accepted corrections to " + ", ".join(exported["files"]))
+    return 0
+
+
 def cmd_train(args, settings: Settings) -> int:
     from core import migrate
     from core.errors import DomainError
@@ -37,6 +126,13 @@ def cmd_train(args, settings: Settings) -> int:
     if args.gan_samples < 0:
         print("error: --gan-samples must be 0 or more", file=sys.stderr)
         return 2
+    if args.queue:
+        if args.gan_samples:
+            print("error: --gan-samples trains here, not on the training queue", file=sys.stderr)
+            return 2
+        return _submit(services, {"kind": "train", "family": args.family, "activate": args.activate,
+                                  "with_feedback": args.with_feedback,
+                                  **_spec(args, "name", "epochs", "batch_size", "limit", "seed")})
     try:
         info = train_and_register(
             settings, services.registry, args.family, name=args.name, epochs=args.epochs,
@@ -46,9 +142,7 @@ def cmd_train(args, settings: Settings) -> int:
     except DomainError as exc:  # e.g. --gan-samples without a registered generator
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
-    state = "active" if info.active else "not active"
-    print(f"registered {info.name}:{info.version} ({state}), test accuracy {info.test_accuracy:.4f}, "
-          f"trained in {info.train_seconds:.0f} s")
+    _print_registered(info)
     return 0
 
 
@@ -133,7 +227,7 @@ def cmd_worker(args, settings: Settings) -> int:
     from server.cli.worker import run_worker
 
     _logging(settings)
-    return run_worker(settings.with_secret(), burst=args.burst)
+    return run_worker(settings.with_secret(), burst=args.burst, queue=args.queue)
 
 
 def cmd_run(args, settings: Settings) -> int:
@@ -229,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--activate", action="store_true", help="serve this version")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.add_argument("--with-feedback", action="store_true",
-                       help="add the images users corrected (with their labels) to the training set")
+                       help="add the corrections an administrator accepted (images and labels) to the training set")
+    train.add_argument("--queue", action="store_true",
+                       help="submit a job to the training queue instead of training here")
     train.add_argument("--gan-samples", type=int, default=0, metavar="N",
                        help="add N digits made by a registered conditional GAN (balanced over the classes)")
     train.add_argument("--gan-model", default="cgan", metavar="NAME[:VERSION]",
@@ -252,6 +348,41 @@ def build_parser() -> argparse.ArgumentParser:
     ggrid.add_argument("--out", default="cgan-samples.png")
     gan.set_defaults(func=cmd_gan)
 
+    retrain = sub.add_parser(
+        "retrain", help="train a candidate of a model's active version on MNIST plus accepted feedback; "
+                        "activate it only if the gate passes")
+    retrain.add_argument("name", help="the model whose active version is retrained")
+    retrain.add_argument("--epochs", type=int)
+    retrain.add_argument("--limit", type=int, help="train on the first N training images (feedback first)")
+    retrain.add_argument("--seed", type=int, default=0, help="training seed and the held-out split's seed")
+    retrain.add_argument("--tolerance", type=float,
+                         help="how much lower the MNIST test accuracy may be (default RETRAIN_MNIST_TOLERANCE, 0.002)")
+    retrain.add_argument("--holdout-share", type=float,
+                         help="share of the accepted feedback held out for evaluation (default RETRAIN_HOLDOUT_SHARE)")
+    retrain.add_argument("--quiet", action="store_true", help="no progress bars")
+    retrain.add_argument("--queue", action="store_true", help="submit a job to the training queue instead")
+    retrain.set_defaults(func=cmd_retrain)
+
+    tune = sub.add_parser("tune", help="genetic search over a family's hyper-parameters; registers the best "
+                                       "as a candidate version (not activated)")
+    tune.add_argument("name", help="model name the best individual is registered under")
+    tune.add_argument("--family", required=True, choices=families.names())
+    tune.add_argument("--population", type=int, default=8)
+    tune.add_argument("--generations", type=int, default=5)
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--epochs", type=int, help="epochs per individual (default: the family's)")
+    tune.add_argument("--limit", type=int, help="train each individual on the first N training images")
+    tune.add_argument("--elitism", type=int, default=1, help="best individuals kept unchanged each generation")
+    tune.add_argument("--quiet", action="store_true", help="no per-individual lines")
+    tune.add_argument("--queue", action="store_true", help="submit a job to the training queue instead")
+    tune.set_defaults(func=cmd_tune)
+
+    fb = sub.add_parser("feedback", help="the feedback dataset (users' corrections)")
+    fbsub = fb.add_subparsers(dest="action", required=True)
+    fexport = fbsub.add_parser("export", help="write the accepted corrections as IDX files (MNIST format)")
+    fexport.add_argument("directory")
+    fb.set_defaults(func=cmd_feedback)
+
     models = sub.add_parser("models", help="list, show, activate or delete model versions")
     msub = models.add_subparsers(dest="action", required=True)
     mlist = msub.add_parser("list")
@@ -267,8 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the web server (HOST, PORT)")
     serve.set_defaults(func=cmd_serve)
-    worker = sub.add_parser("worker", help="run a prediction worker")
+    worker = sub.add_parser("worker", help="run a prediction worker (or, with --queue training, a training worker)")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.add_argument("--queue", choices=["predictions", "training"], default="predictions",
+                        help="predictions (QUEUE_NAME) or training jobs (TRAINING_QUEUE_NAME)")
     worker.set_defaults(func=cmd_worker)
     init = sub.add_parser("init", help="migrate and make sure a model is active (trains the default MLP if none)")
     init.set_defaults(func=cmd_init)

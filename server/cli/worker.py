@@ -1,4 +1,5 @@
-"""`digitserve worker`: runs prediction jobs in-process with the networks loaded once.
+"""`digitserve worker`: runs prediction jobs in-process with the networks loaded once;
+`digitserve worker --queue training` runs training jobs (train, retrain, tune) the same way.
 
 TensorFlow deadlocks in a forked child, so jobs run in this process. A
 watcher thread loads newly activated versions before the first job needs
@@ -17,7 +18,7 @@ from core.settings import Settings
 from models.runtime import configure_tensorflow
 from models.serving import ModelCache
 from server.queue import jobs
-from server.services import predictions
+from server.services import predictions, training
 from server.services.bootstrap import Services, build
 
 log = logging.getLogger("digitserve.worker")
@@ -69,7 +70,32 @@ def start_runner(services: Services, name: str) -> ModelCache:
     return models
 
 
-def run_worker(settings: Settings, burst: bool = False, name: str | None = None) -> int:
+def start_training_runner(services: Services, name: str) -> None:
+    """Install the training job handler of worker `name` in this process (TensorFlow uses every core)."""
+    configure_tensorflow(services.settings.training_threads())
+    jobs.install_training(lambda job_id: training.run(services, job_id, name))
+
+
+def run_training_worker(settings: Settings, burst: bool = False, name: str | None = None) -> int:
+    services = build(settings)
+    wait_for_database(services.engine)
+    name = name or f"digitserve-training-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+    start_training_runner(services, name)
+    lost = training.fail_lost(services)
+    if lost:
+        log.warning("%d training jobs were left running by a lost worker: marked failed", lost)
+    log.info("worker %s listening on queue %r", name, services.training_queue.name)
+    try:
+        services.training_queue.work(name, burst=burst)
+    finally:
+        jobs.install_training(None)
+        services.close()
+    return 0
+
+
+def run_worker(settings: Settings, burst: bool = False, name: str | None = None, queue: str = "predictions") -> int:
+    if queue == "training":
+        return run_training_worker(settings, burst, name)
     services = build(settings)
     wait_for_database(services.engine)
     name = name or f"digitserve-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"

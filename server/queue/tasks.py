@@ -25,6 +25,7 @@ from rq.serializers import JSONSerializer
 from core.settings import Settings
 
 JOB_FUNCTION = "server.queue.jobs.run_predictions"
+TRAINING_FUNCTION = "server.queue.jobs.run_training"
 # RQ's worker registration TTL; it blocks on the queue for this less 15 s, so a hung Redis is
 # noticed within about half a minute
 WORKER_TTL = 45
@@ -32,12 +33,15 @@ log = logging.getLogger("digitserve.queue")
 
 
 class TaskQueue:
-    def __init__(self, settings: Settings, connection: redis.Redis, blocking: redis.Redis):
-        """`blocking` serves the result waits only: its reads may take up to MAX_WAIT."""
+    def __init__(self, settings: Settings, connection: redis.Redis, blocking: redis.Redis, name: str | None = None):
+        """`blocking` serves the result waits only: its reads may take up to MAX_WAIT. `name` is the
+        queue's (default QUEUE_NAME, the predictions'; TRAINING_QUEUE_NAME for training jobs)."""
         self.settings = settings
         self.connection = connection
         self.blocking = blocking
-        self.rq = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
+        self.rq = Queue(name or settings.queue_name, connection=connection, serializer=JSONSerializer)
+        # set when this process's worker is asked to stop (SIGTERM): a long job may end early and go back
+        self.stopping = threading.Event()
 
     @property
     def name(self) -> str:
@@ -45,6 +49,16 @@ class TaskQueue:
 
     def depth(self) -> int:
         return self.rq.count
+
+    def busy(self) -> bool:
+        """Whether a job sent now would have to wait: one is already waiting, or every live
+        worker is running one (one round trip)."""
+        pipe = self.connection.pipeline(transaction=False)
+        pipe.llen(self.rq.key)
+        pipe.zcard(self.rq.started_job_registry.key)
+        pipe.zcount(self._workers_key, time.time() - self.settings.worker_heartbeat_ttl, "+inf")
+        waiting, running, workers = pipe.execute()
+        return waiting > 0 or running >= max(1, workers)
 
     def enqueue(self, job_id: str, prediction_ids: list[str]) -> None:
         """One job for predictions admitted together (a batch of one is fine)."""
@@ -58,6 +72,27 @@ class TaskQueue:
             failure_ttl=24 * 3600,
             retry=Retry(max=settings.job_retries) if settings.job_retries else None,
         )
+
+    def enqueue_training(self, job_id: str, restart: int = 0) -> None:
+        """One training job (its spec is in the database), with the long training timeout and no retry:
+        a failed run is reported, not repeated. A job handed back by a stopping worker goes on again
+        under a queue job id of its own (`restart` > 0)."""
+        settings = self.settings
+        self.rq.enqueue_call(
+            TRAINING_FUNCTION,
+            args=(job_id,),
+            job_id=job_id if not restart else f"{job_id}-r{restart}",
+            timeout=settings.training_job_timeout,
+            result_ttl=settings.result_ttl,
+            failure_ttl=24 * 3600,
+        )
+
+    def discard(self, job_id: str) -> None:
+        """Take a job that has not started off the queue (a cancelled one); gone already is fine."""
+        try:
+            Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer).cancel()
+        except NoSuchJobError:
+            pass
 
     def requeue_lost(self, prediction_id: str, lost_job_id: str | None) -> None:
         """Enqueue a lost prediction again, alone, under its own id.
@@ -161,6 +196,7 @@ class TaskQueue:
                 # a new RQ name each round: a registration left behind by an outage must not block it
                 worker = _Worker([queue], connection=listening, serializer=JSONSerializer,
                                  name=f"{name}.{generation}", worker_ttl=WORKER_TTL)
+                worker.stopping = self.stopping
                 try:
                     worker.work(burst=burst, logging_level="WARNING")
                 except redis.RedisError as exc:  # its own clean-up needed Redis too
@@ -199,9 +235,12 @@ class _Worker(SimpleWorker):
     """
 
     stop_asked_at: float | None = None
+    stopping: threading.Event | None = None
 
     def request_stop(self, signum, frame):
         self.stop_asked_at = time.monotonic()
+        if self.stopping is not None:
+            self.stopping.set()
         super().request_stop(signum, frame)
 
     def work(self, *args, **kwargs):

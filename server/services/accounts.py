@@ -8,6 +8,7 @@ import functools
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 import time
@@ -29,6 +30,8 @@ from core.errors import (Conflict, Forbidden, InvalidInput, NotFound, RateLimite
 from core.repositories import users as repo
 from server.services.bootstrap import Services
 
+log = logging.getLogger("digitserve.accounts")
+
 # OWASP's argon2id baseline: m=19 MiB, t=2, p=1.
 PASSWORDS = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, hash_len=32, salt_len=16)
 # Verified when the email is unknown, so both failures take the same time.
@@ -43,6 +46,7 @@ SESSION_COOKIE = "ds_session"
 # A failed signature check answers after this long at least, whether the key exists or not:
 # the lookup's own cost must not tell an attacker which key ids are real.
 FAILED_SIGNATURE_SECONDS = 0.01
+MARK_USED_EVERY = 60.0  # seconds between two writes of a key's last-used time by one process
 _decoy_plain = secrets.token_urlsafe(32)  # signs for an unknown key: the comparison then fails as for a wrong one
 
 
@@ -56,6 +60,7 @@ class Principal:
     scopes: tuple[str, ...] = ()
     csrf_token: str | None = None
     key_pk: int | None = None  # the key's database id: nonces and rate limits hang on it
+    disabled: bool = False  # the owner's account is disabled (a key's principal, refused once verified)
 
     def can(self, scope: str) -> bool:
         if self.via == "session":
@@ -69,6 +74,18 @@ class Principal:
 
 def user_document(user: User) -> dict:
     return {"id": user.id, "email": user.email, "role": user.role}
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat(timespec="seconds") + "Z"
+
+
+ACCOUNT_DISABLED = "this account is disabled; ask an administrator to re-enable it"
+
+
+def _refuse_disabled(user: User) -> None:
+    if user.disabled_at is not None:
+        raise Forbidden(ACCOUNT_DISABLED, "account_disabled")
 
 
 # -- users and passwords -------------------------------------------------------------------
@@ -142,6 +159,7 @@ def authenticate_password(services: Services, email, password) -> User:
         services.redis.delete(fail_key)
     except redis.RedisError:
         pass  # the counter expires by itself
+    _refuse_disabled(user)  # only said to someone who knows the password
     return user
 
 
@@ -162,7 +180,8 @@ def create_session(services: Services, user: User, replacing: str | None = None)
         pipe = services.redis.pipeline()
         if replacing:
             pipe.delete(_session_key(services, replacing))
-        pipe.set(_session_key(services, sid), json.dumps({"user_id": user.id, "csrf": csrf}),
+        pipe.set(_session_key(services, sid),
+                 json.dumps({"user_id": user.id, "csrf": csrf, "generation": user.session_generation}),
                  ex=services.settings.session_idle_seconds)
         pipe.execute()
     except redis.RedisError:
@@ -189,11 +208,43 @@ def session_principal(services: Services, sid: str) -> Principal | None:
     if raw is None:
         return None
     data = json.loads(raw)
+    found = _cached(services, services.users, data["user_id"], lambda: _user_fields(services, data["user_id"]))
+    if found is None:
+        return None  # the account is gone
+    user_id, email, role, disabled, generation = found
+    if disabled:  # said before the generation check: disabling also ends the sessions
+        raise Forbidden(ACCOUNT_DISABLED, "account_disabled")
+    if data.get("generation", 0) != generation:
+        return None  # every session of the account was ended
+    return Principal(user_id, email, role, "session", csrf_token=data["csrf"])
+
+
+def _user_fields(services: Services, user_id: int) -> tuple[int, str, str, bool, int] | None:
     with unit_of_work(services.sessions) as session:
-        user = repo.user_by_id(session, data["user_id"])
-    if user is None:
-        return None
-    return Principal(user.id, user.email, user.role, "session", csrf_token=data["csrf"])
+        user = repo.user_by_id(session, user_id)
+        if user is None:
+            return None
+        return user.id, user.email, user.role, user.disabled_at is not None, user.session_generation
+
+
+def _cached(services: Services, cache, key, load):
+    """`load()` through one of the per-process caches (see invalidation.py); None is not kept."""
+    live = services.settings.cache_ttl > 0 and services.invalidations.live()
+    if live:
+        found = cache.get(key)
+        if found is not None:
+            return found
+    generation = cache.generation
+    found = load()
+    if live and found is not None:
+        cache.put(key, found, generation)
+    return found
+
+
+def user_changed(services: Services, user_id: int) -> None:
+    """Every process forgets what it cached of this user and their keys (role, disabling, removal,
+    sessions ended); called after the change is committed."""
+    services.invalidations.publish("user", user_id)
 
 
 # -- API keys ------------------------------------------------------------------------------
@@ -233,9 +284,8 @@ def create_key(services: Services, principal: Principal, payload) -> dict:
 
 
 def _key_document(key) -> dict:
-    iso = lambda t: None if t is None else t.isoformat(timespec="seconds") + "Z"  # noqa: E731
-    return {"key_id": key.key_id, "name": key.name, "scopes": key.scopes, "created_at": iso(key.created_at),
-            "last_used_at": iso(key.last_used_at), "revoked": key.revoked_at is not None}
+    return {"key_id": key.key_id, "name": key.name, "scopes": key.scopes, "created_at": _iso(key.created_at),
+            "last_used_at": _iso(key.last_used_at), "revoked": key.revoked_at is not None}
 
 
 def list_keys(services: Services, principal: Principal) -> dict:
@@ -249,9 +299,10 @@ def revoke_key(services: Services, principal: Principal, key_id: str) -> None:
         if key is None or key.user_id != principal.user_id:
             raise NotFound(f"no key {key_id}")
         key.revoked_at = key.revoked_at or utcnow()
+    services.invalidations.publish("key", key_id)  # after the commit: no process accepts it from now on
 
 
-def _key_principal(services: Services, key_id: str) -> tuple[Principal, str] | None:
+def _key_principal(services: Services, key_id: str) -> tuple[Principal, str, list[float]] | None:
     """The key's owner and its decrypted secret, or None when unknown or revoked.
 
     Key ids compare exactly (the database's collation would not), and an unknown
@@ -271,13 +322,24 @@ def _key_principal(services: Services, key_id: str) -> tuple[Principal, str] | N
         return None
     key, user = found
     return Principal(user.id, user.email, user.role, "signature", key.key_id, tuple(key.scopes),
-                     key_pk=key.id), secret
+                     key_pk=key.id, disabled=user.disabled_at is not None), secret, [0.0]
 
 
-def _mark_used(services: Services, key_id: str) -> None:
-    """Record a successful use of a key (not a failed attempt with its id); at most once a second."""
+def _usable_key(services: Services, key_id: str) -> tuple[Principal, str, list[float]] | None:
+    """(owner, secret, when this process last recorded a use): cached, since keys rarely change
+    and a revocation reaches every process's cache at once."""
+    return _cached(services, services.credentials, key_id, lambda: _key_principal(services, key_id))
+
+
+def _mark_used(services: Services, found: tuple[Principal, str, list[float]]) -> None:
+    """Record a successful use of a key (not a failed attempt with its id): once per process a
+    minute is enough for a "last used" time, and saves a write per request."""
+    now = time.monotonic()
+    if now - found[2][0] < MARK_USED_EVERY:
+        return
+    found[2][0] = now
     with unit_of_work(services.sessions) as session:
-        repo.mark_key_used(session, key_id)
+        repo.mark_key_used(session, found[0].key_id)
 
 
 def verify_signature(services: Services, method: str, path: str, query: str, headers, body: bytes) -> Principal:
@@ -304,7 +366,7 @@ def verify_signature(services: Services, method: str, path: str, query: str, hea
     if not hmac.compare_digest(content_sha, signing.body_sha256(body)):
         raise Unauthenticated("X-DS-Content-SHA256 does not match the body", "body_mismatch")
     started = time.perf_counter()
-    found = _key_principal(services, key_id)
+    found = _usable_key(services, key_id)
     # an unknown key and a wrong signature answer alike, and take the same time
     secret = found[1] if found else _decoy_plain
     expected = signing.sign(secret, key_id, date, nonce, method, path, query, content_sha)
@@ -318,18 +380,168 @@ def verify_signature(services: Services, method: str, path: str, query: str, hea
         raise Unavailable("the replay store is unreachable; refusing signed requests") from None
     if not fresh:
         raise Unauthenticated("this nonce was already used (replayed request)", "replayed")
-    _mark_used(services, key_id)
+    if found[0].disabled:  # said only to a caller holding the secret
+        raise Forbidden(ACCOUNT_DISABLED, "account_disabled")
+    _mark_used(services, found)
     return found[0]
 
 
 def verify_bearer(services: Services, token: str) -> Principal:
     key_id, _, secret = token.strip().partition(".")
-    found = _key_principal(services, key_id) if key_id else None
+    found = _usable_key(services, key_id) if key_id else None
     if found is None or not hmac.compare_digest(found[1].encode(), secret.encode()):
         raise Unauthenticated("the bearer key is not valid", "bad_key")
-    principal = found[0]
-    _mark_used(services, key_id)
-    return dataclasses.replace(principal, via="bearer")
+    if found[0].disabled:
+        raise Forbidden(ACCOUNT_DISABLED, "account_disabled")
+    _mark_used(services, found)
+    return dataclasses.replace(found[0], via="bearer")
+
+
+# -- one's own account ----------------------------------------------------------------------
+
+
+def _confirm_password(services: Services, principal: Principal, password) -> None:
+    """The signed-in user's own password again, throttled like a sign-in; a wrong one is a 403, not a 401
+    (the session itself is fine)."""
+    if not isinstance(password, str) or not password:
+        raise InvalidInput("enter your current password", "password_required")
+    try:
+        authenticate_password(services, principal.email, password)
+    except Unauthenticated:
+        raise Forbidden("the current password is wrong", "wrong_password") from None
+
+
+def change_password(services: Services, principal: Principal, payload, current_sid: str | None) -> tuple[str, str]:
+    """A new password (the current one required); every other session ends. Returns this browser's new
+    session id and CSRF token."""
+    if not isinstance(payload, dict):
+        raise InvalidInput('send JSON {"current_password": "...", "new_password": "..."}')
+    _confirm_password(services, principal, payload.get("current_password"))
+    new = payload.get("new_password")
+    check_password_strength(principal.email, new)
+    with unit_of_work(services.sessions) as session:
+        user = repo.user_by_id(session, principal.user_id)
+        if user is None:
+            raise Unauthenticated("the account no longer exists", "session_expired")
+        user.password_hash = PASSWORDS.hash(new)
+        session.flush()
+        repo.end_sessions(session, user.id)
+        session.refresh(user)
+    user_changed(services, user.id)
+    log.info("password changed by user %s", user.id, extra={"audit": {
+        "actor": user.id, "target": user.id, "action": "change_password"}})
+    return create_session(services, user, replacing=current_sid)
+
+
+def end_all_sessions(services: Services, principal: Principal, current_sid: str | None) -> None:
+    """Sign out everywhere: every session of the user, this one included, stops working."""
+    with unit_of_work(services.sessions) as session:
+        repo.end_sessions(session, principal.user_id)
+    user_changed(services, principal.user_id)
+    if current_sid:
+        destroy_session(services, current_sid)
+
+
+def delete_account(services: Services, principal: Principal, payload, current_sid: str | None) -> dict:
+    """The account with its keys, predictions and their images; the password confirms it."""
+    if not isinstance(payload, dict):
+        raise InvalidInput('send JSON {"password": "..."} to confirm')
+    _confirm_password(services, principal, payload.get("password"))
+    with unit_of_work(services.sessions) as session:
+        user = repo.user_by_id(session, principal.user_id)
+        if user is None:
+            raise NotFound("the account no longer exists")
+        if user.role == "admin" and repo.count_admins(session) <= 1:
+            raise Conflict("you are the only administrator: make someone else an administrator first",
+                           "last_admin")
+        repo.add_audit(session, user, user, "delete_account")
+        predictions = repo.delete_user(session, user.id)
+    user_changed(services, principal.user_id)
+    log.info("account %s deleted by its owner (%d predictions)", principal.user_id, predictions,
+             extra={"audit": {"actor": principal.user_id, "target": principal.user_id, "action": "delete_account"}})
+    if current_sid:
+        try:
+            destroy_session(services, current_sid)
+        except Unavailable:
+            pass  # the account is gone: the session finds no user and ends by itself
+    return {"deleted_predictions": predictions}
+
+
+# -- administering accounts -----------------------------------------------------------------
+
+ROLES = ("user", "admin")
+
+
+def _admin_user_document(user: User, predictions: int = 0) -> dict:
+    return {**user_document(user), "disabled": user.disabled_at is not None, "created_at": _iso(user.created_at),
+            "disabled_at": _iso(user.disabled_at), "predictions": predictions}
+
+
+def list_users(services: Services) -> dict:
+    with unit_of_work(services.sessions) as session:
+        counts = repo.prediction_counts(session)
+        return {"users": [_admin_user_document(u, counts.get(u.id, 0)) for u in repo.all_users(session)]}
+
+
+def update_user(services: Services, principal: Principal, user_id: str, payload) -> dict:
+    """Disable or re-enable an account, grant or revoke admin; each change is audited."""
+    if not isinstance(payload, dict) or not payload or set(payload) - {"disabled", "role"}:
+        raise InvalidInput('send JSON with "disabled": true/false and/or "role": "user"/"admin"')
+    disabled, role = payload.get("disabled"), payload.get("role")
+    if "disabled" in payload and not isinstance(disabled, bool):
+        raise InvalidInput("disabled must be true or false")
+    if "role" in payload and role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
+    if not str(user_id).isdigit():
+        raise NotFound(f"no user {user_id}")
+    with unit_of_work(services.sessions) as session:
+        target = repo.user_by_id(session, int(user_id))
+        actor = repo.user_by_id(session, principal.user_id)
+        if target is None:
+            raise NotFound(f"no user {user_id}")
+        if target.id == principal.user_id:
+            if disabled is True:
+                raise Conflict("you cannot disable your own account", "own_account")
+            if role == "user" and target.role == "admin":
+                raise Conflict("you cannot remove your own administrator role", "own_account")
+        actions = []
+        if disabled is True and target.disabled_at is None:
+            target.disabled_at = utcnow()
+            actions.append("disable")
+        elif disabled is False and target.disabled_at is not None:
+            target.disabled_at = None
+            actions.append("enable")
+        if role is not None and role != target.role:
+            target.role = role
+            actions.append("grant_admin" if role == "admin" else "revoke_admin")
+        session.flush()
+        if "disable" in actions:
+            repo.end_sessions(session, target.id)
+        for action in actions:
+            repo.add_audit(session, actor, target, action)
+        counts = repo.prediction_counts(session)
+        document = _admin_user_document(target, counts.get(target.id, 0))
+    if actions:
+        user_changed(services, document["id"])
+    for action in actions:
+        log.info("%s: %s by %s", action, document["email"], principal.email, extra={"audit": {
+            "actor": principal.user_id, "actor_email": principal.email, "target": document["id"],
+            "target_email": document["email"], "action": action}})
+    return document
+
+
+def audit_log(services: Services, limit_raw=None) -> dict:
+    try:
+        limit = 50 if limit_raw in (None, "") else int(limit_raw)
+    except (TypeError, ValueError):
+        raise InvalidInput("limit must be a whole number from 1 to 200") from None
+    if not 1 <= limit <= 200:
+        raise InvalidInput("limit must be a whole number from 1 to 200")
+    with unit_of_work(services.sessions) as session:
+        return {"entries": [{"id": e.id, "created_at": _iso(e.created_at), "action": e.action,
+                             "actor": {"id": e.actor_id, "email": e.actor_email},
+                             "target": {"id": e.target_id, "email": e.target_email}}
+                            for e in repo.audit_entries(session, limit)]}
 
 
 # -- rate limits ---------------------------------------------------------------------------

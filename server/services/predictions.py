@@ -66,8 +66,8 @@ def resolve_model(services: Services, spec: str | None) -> VersionInfo:
     Only classifiers answer predictions: a generator (family cgan) is refused or passed over."""
     if spec:
         name, version = parse_model_spec(spec)
-        return services.registry.get(name, version if version is not None else "active", kind="classifier")
-    active = services.registry.active_versions()
+        return services.catalog.get(name, version, kind="classifier")
+    active = services.catalog.active_versions()
     default = services.settings.default_model
     if default and default in active:
         return active[default]
@@ -107,34 +107,36 @@ def submit(services: Services, user_id: int | None, submission: Submission) -> t
         if earlier is not None:
             return earlier, False
 
-    model = resolve_model(services, submission.model)
-    processed = _preprocess(submission.images, settings.max_image_pixels)
-    try:
-        depth = services.queue.depth()
-    except redis.RedisError:
-        raise Unavailable("the task queue is unreachable; try again shortly") from None
-    if depth >= settings.queue_max_length:
-        raise Unavailable(f"the queue is full ({depth} jobs waiting); try again shortly")
+    with services.admission.arriving() as ticket:
+        model = resolve_model(services, submission.model)
+        processed = _preprocess(submission.images, settings.max_image_pixels)
+        try:
+            depth = services.queue.depth()
+        except redis.RedisError:
+            raise Unavailable("the task queue is unreachable; try again shortly") from None
+        if depth >= settings.queue_max_length:
+            raise Unavailable(f"the queue is full ({depth} jobs waiting); try again shortly")
 
-    prediction = Prediction(
-        id=uuid.uuid4().hex, user_id=user_id, model_version_id=model.id, model_name=model.name,
-        model_version=model.version, status=repo.QUEUED, source=submission.source,
-        n_images=len(processed), idempotency_key=submission.idempotency_key,
-        request_sha256=request_sha, attempts=0, created_at=utcnow(),
-    )
-    try:
-        services.admission.admit(prediction, processed)
-    except IntegrityError:
-        # a concurrent request with the same Idempotency-Key won the race
-        earlier = _idempotent_replay(services, user_id, submission.idempotency_key, request_sha)
-        if earlier is None:
-            raise
-        return earlier, False
+        prediction = Prediction(
+            id=uuid.uuid4().hex, user_id=user_id, model_version_id=model.id, model_name=model.name,
+            model_version=model.version, status=repo.QUEUED, source=submission.source,
+            n_images=len(processed), idempotency_key=submission.idempotency_key,
+            request_sha256=request_sha, attempts=0, created_at=utcnow(),
+        )
+        try:
+            services.admission.admit(prediction, processed, ticket)
+        except IntegrityError:
+            # a concurrent request with the same Idempotency-Key won the race
+            earlier = _idempotent_replay(services, user_id, submission.idempotency_key, request_sha)
+            if earlier is None:
+                raise
+            return earlier, False
     prediction_id = prediction.id
-    if submission.wait > 0:
-        notice = services.queue.wait(prediction_id, submission.wait)
-        if notice and notice.get("document"):  # the result came with the notice: no need to read it back
-            return notice["document"], True
+    if submission.wait <= 0:
+        return serialize(prediction, []), True  # just stored as it is: no need to read it back
+    notice = services.queue.wait(prediction_id, submission.wait)
+    if notice and notice.get("document"):  # the result came with the notice: no need to read it back
+        return notice["document"], True
     return get(services, user_id, prediction_id), True
 
 
@@ -257,6 +259,9 @@ def feedback(services: Services, user_id: int | None, prediction_id: str, payloa
         image = repo.image(session, row.id, index)
         if image is None:
             raise InvalidInput(f"index must be between 0 and {row.n_images - 1}")
+        if image.feedback_label != label or image.review_state is None:
+            image.review_state = "pending"  # a new or changed correction waits for a review
+            image.reviewed_by = image.reviewed_at = None
         image.feedback_label = label
         image.feedback_at = utcnow()
         session.flush()
@@ -315,24 +320,21 @@ class Runner:
     def _run_group(self, version_id: int, claims: list[repo.Claim]) -> dict[str, str]:
         services = self.services
         try:
-            model = self.models.get(services.registry.get_by_id(version_id))
+            model = self.models.get(services.catalog.by_id(version_id))
             images = [scale(np.stack([from_png(png) for png in c.pngs])) for c in claims]
             started = time.perf_counter()
             probabilities = model.probabilities(np.concatenate(images))
             compute = time.perf_counter() - started
-            done: dict[str, str] = {}
+            bounds = np.cumsum([0] + [len(batch) for batch in images])
+            per_claim = [probabilities[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
             with unit_of_work(services.sessions) as session:
-                offset = 0
-                for claim, batch in zip(claims, images):
-                    rows = probabilities[offset:offset + len(batch)]
-                    offset += len(batch)
-                    done[claim.prediction_id] = (repo.SUCCEEDED if repo.succeed(session, claim, rows, compute * 1000)
-                                                 else "superseded")
-                succeeded = [pid for pid, status in done.items() if status == repo.SUCCEEDED]
-                # the results travel with the notices, so a waiting request need not read them back
-                documents = _documents(session, succeeded)
+                succeeded = repo.succeed(session, claims, per_claim, compute * 1000)
             self._record("succeeded", compute, len(probabilities), len(succeeded))
-            self._tell({pid: {"status": repo.SUCCEEDED, "document": documents[pid]} for pid in succeeded})
+            # the results travel with the notices, so a waiting request need not read them back
+            self._tell({c.prediction_id: {"status": repo.SUCCEEDED, "document": serialize(c.row, c.images)}
+                        for c in succeeded})
+            done = {c.prediction_id: "superseded" for c in claims}
+            done.update({c.prediction_id: repo.SUCCEEDED for c in succeeded})
             return done
         except TRANSIENT as exc:
             if min(c.attempt for c in claims) < services.settings.job_retries + 1:

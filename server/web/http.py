@@ -18,7 +18,7 @@ from server.web.errors import HttpError, error_body, error_parts
 log = logging.getLogger("digitserve.web")
 
 # multipart/form-data bounds; the whole body is already capped (max_body_bytes) before parsing.
-MAX_PARTS = 64  # images are capped at 16 (max_images); the rest leaves room for fields
+FIELD_PARTS = 48  # parts allowed besides the images (fields, and room to spare)
 MAX_PART_HEADERS = 8  # a browser sends 1-2 per part (RFC 7578 allows 3)
 MAX_PART_HEADER_BYTES = 4096  # one header line, e.g. a Content-Disposition with a long filename
 MULTIPART_UNPARSEABLE = "the multipart body could not be parsed (missing boundary?)"
@@ -58,13 +58,15 @@ class Request:
             raise InvalidInput(f"the request body nests JSON deeper than {MAX_JSON_DEPTH} levels", "bad_json")
         return value
 
-    def form(self) -> tuple[dict[str, str], list[bytes]]:
+    def form(self, max_images: int = 16) -> tuple[dict[str, str], list[bytes]]:
         """Fields and the `image` files of a multipart/form-data body.
 
         Every part named `image` is an image; other named parts are text fields
         (UTF-8, undecodable bytes replaced); unnamed parts are ignored. A part is
-        never parsed further, whatever its own Content-Type.
+        never parsed further, whatever its own Content-Type. At most `max_images`
+        plus FIELD_PARTS parts: the parser stops at the next one.
         """
+        max_parts = max_images + FIELD_PARTS
         boundary = multipart.parse_options_header(self.headers.get("Content-Type", ""))[1].get("boundary")
         if not boundary:
             raise InvalidInput(MULTIPART_UNPARSEABLE, "bad_multipart")
@@ -76,7 +78,7 @@ class Request:
         try:
             with multipart.PushMultipartParser(
                     boundary, len(self.body), max_header_size=MAX_PART_HEADER_BYTES,
-                    max_header_count=MAX_PART_HEADERS, max_segment_count=MAX_PARTS) as parser:
+                    max_header_count=MAX_PART_HEADERS, max_segment_count=max_parts) as parser:
                 for event in parser.parse(self.body):
                     if isinstance(event, multipart.MultipartSegment):
                         parts += 1
@@ -88,8 +90,8 @@ class Request:
                     elif segment.name:
                         fields[segment.name] = _decoded(segment, b"".join(chunks)).decode("utf-8", "replace")
         except multipart.ParserLimitReached:
-            if parts >= MAX_PARTS:
-                raise InvalidInput(f"the multipart body has more than {MAX_PARTS} parts", "bad_multipart") from None
+            if parts >= max_parts:
+                raise InvalidInput(f"the multipart body has more than {max_parts} parts", "bad_multipart") from None
             raise InvalidInput(f"a multipart part has a header line over {MAX_PART_HEADER_BYTES} bytes "
                                f"or more than {MAX_PART_HEADERS} headers", "bad_multipart") from None
         except (multipart.MultipartError, binascii.Error):

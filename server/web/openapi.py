@@ -63,17 +63,87 @@ SCHEMAS: dict[str, Any] = {
     },
     "ModelVersion": {
         "type": "object",
-        "properties": {k: {"type": t} for k, t in [
+        "properties": {**{k: {"type": t} for k, t in [
             ("name", "string"), ("version", "integer"), ("family", "string"), ("kind", "string"),
             ("active", "boolean"),
             ("status", "string"), ("test_accuracy", ["number", "null"]), ("train_seconds", ["number", "null"]),
             ("created_at", "string"), ("sha256", "string"), ("hyperparameters", "object"),
+            ("architecture", ["string", "null"]),
             ("metrics", "object"), ("confusion_matrix", "array"), ("curves", "object")]},
+            "feedback": {"$ref": "#/components/schemas/Feedback"},
+            "gate": {"type": ["object", "null"], "description": "a gated retrain: the decision and both versions' figures",
+                     "properties": {
+                         "activated": {"type": "boolean"}, "reason": {"type": "string"}, "rule": {"type": "string"},
+                         "tolerance": {"type": "number"}, "mnist_not_worse": {"type": "boolean"},
+                         "feedback_better": {"type": "boolean"}, "mnist_test_size": {"type": "integer"},
+                         "candidate": {"$ref": "#/components/schemas/GateFigures"},
+                         "active": {"$ref": "#/components/schemas/GateFigures"},
+                         "feedback": {"type": "object", "properties": {
+                             "accepted": {"type": "integer"}, "trained_on": {"type": "integer"},
+                             "held_out": {"type": "integer"}, "holdout_share": {"type": "number"},
+                             "seed": {"type": "integer"}, "held_out_refs": {"type": "array", "items": {"type": "string"}}}}}},
+            "search": {"type": ["object", "null"], "description": "a genetic search: fitness per generation",
+                       "properties": {
+                           "family": {"type": "string"}, "population": {"type": "integer"},
+                           "generations": {"type": "integer"}, "seed": {"type": "integer"},
+                           "evaluations": {"type": "integer"}, "best": {"type": "object"},
+                           "best_fitness": {"type": "number"}, "fitness": {"type": "string"},
+                           "space": {"type": "array"},
+                           "history": {"type": "array", "items": {"$ref": "#/components/schemas/Generation"}}}},
+        },
     },
+    "Feedback": {
+        "type": "object", "required": ["labelled", "agreed", "accuracy"],
+        "description": "how the version fared on the digits users labelled (a correction or a confirmation)",
+        "properties": {"labelled": {"type": "integer", "minimum": 0},
+                       "agreed": {"type": "integer", "minimum": 0, "description": "answers equal to the label"},
+                       "accuracy": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                                    "description": "agreed / labelled; null before any label"}},
+    },
+    "GateFigures": {"type": "object", "properties": {
+        "name": {"type": "string"}, "version": {"type": "integer"}, "mnist_accuracy": {"type": "number"},
+        "feedback_accuracy": {"type": ["number", "null"]}}},
+    "Generation": {"type": "object", "required": ["generation", "best", "mean", "individuals"], "properties": {
+        "generation": {"type": "integer"}, "best": {"type": "number"}, "mean": {"type": "number"},
+        "individuals": {"type": "array", "items": {"type": "object", "properties": {
+            "hyperparameters": {"type": "object"}, "fitness": {"type": "number"}}}}}},
+    "FeedbackSample": {"type": "object", "required": ["prediction_id", "index", "label", "state"], "properties": {
+        "prediction_id": {"type": "string"}, "index": {"type": "integer"},
+        "label": {"type": "integer", "minimum": 0, "maximum": 9},
+        "predicted": {"type": ["integer", "null"]}, "confidence": {"type": ["number", "null"]},
+        "state": {"enum": ["pending", "accepted", "excluded"]}, "user_id": {"type": ["integer", "null"]},
+        "model": {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "integer"}}},
+        "feedback_at": {"type": ["string", "null"]}, "reviewed_by": {"type": ["integer", "null"]},
+        "reviewed_at": {"type": ["string", "null"]},
+        "image": {"type": "string", "contentEncoding": "base64", "description": "the 28x28 PNG the network saw"}}},
+    "TrainingJob": {"type": "object", "required": ["id", "kind", "status"], "properties": {
+        "id": {"type": "string"}, "kind": {"enum": ["train", "retrain", "tune"]}, "spec": {"type": "object"},
+        "status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+        "progress": {"type": "array", "description": "one entry per epoch (type epoch: epoch, epochs, loss, accuracy, "
+                                                     "val_loss, val_accuracy) and per generation of a search "
+                                                     "(type generation: generation, best, mean, individuals)",
+                     "items": {"type": "object", "properties": {"type": {"enum": ["epoch", "generation"]}}}},
+        "epochs_done": {"type": "integer"},
+        "result": {"type": ["object", "null"], "properties": {
+            "model": {"type": "object"}, "test_accuracy": {"type": ["number", "null"]},
+            "gate": {"type": ["object", "null"]}, "search": {"type": ["object", "null"]}}},
+        "error": {"type": ["string", "null"]}, "cancel_requested": {"type": "boolean"},
+        "created_by": {"type": ["integer", "null"]}, "worker": {"type": ["string", "null"]},
+        "created_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
+        "finished_at": {"type": ["string", "null"]}}},
     "Credentials": {"type": "object", "required": ["email", "password"], "properties": {
         "email": {"type": "string", "format": "email"}, "password": {"type": "string", "minLength": 10}}},
     "User": {"type": "object", "properties": {
         "id": {"type": "integer"}, "email": {"type": "string"}, "role": {"enum": ["user", "admin"]}}},
+    "AdminUser": {"type": "object", "required": ["id", "email", "role", "disabled"], "properties": {
+        "id": {"type": "integer"}, "email": {"type": "string"}, "role": {"enum": ["user", "admin"]},
+        "disabled": {"type": "boolean"}, "created_at": {"type": "string"},
+        "disabled_at": {"type": ["string", "null"]}, "predictions": {"type": "integer"}}},
+    "AuditEntry": {"type": "object", "required": ["id", "created_at", "action", "actor", "target"], "properties": {
+        "id": {"type": "integer"}, "created_at": {"type": "string"},
+        "action": {"enum": ["disable", "enable", "grant_admin", "revoke_admin", "delete_account"]},
+        "actor": {"type": "object", "properties": {"id": {"type": ["integer", "null"]}, "email": {"type": "string"}}},
+        "target": {"type": "object", "properties": {"id": {"type": ["integer", "null"]}, "email": {"type": "string"}}}}},
     "Session": {"type": "object", "properties": {
         "user": {"$ref": "#/components/schemas/User"}, "csrf_token": {"type": "string"}}},
     "Key": {"type": "object", "properties": {
@@ -152,8 +222,14 @@ OPERATIONS: dict[tuple[str, str], dict] = {
             **_errors(401)},
     },
     ("GET", "/api/v1/models/{name}"): {
-        "summary": "One model: versions, metrics, confusion matrix, curves",
-        "responses": {"200": {"description": "the model", "content": _json({"type": "object"})}, **_errors(401, 404)},
+        "summary": "One model: every version with hyper-parameters, metrics (per-class precision and recall), "
+                   "confusion matrix, training curves, accuracy on users' labels, a retrain's gate, a search's generations",
+        "responses": {"200": {"description": "the model", "content": _json({
+            "type": "object", "required": ["name", "active_version", "versions"], "properties": {
+                "name": {"type": "string"}, "active_version": {"type": ["integer", "null"]},
+                "active": {"oneOf": [{"$ref": "#/components/schemas/ModelVersion"}, {"type": "null"}]},
+                "versions": {"type": "array", "items": {"$ref": "#/components/schemas/ModelVersion"}}}})},
+            **_errors(401, 404)},
     },
     ("POST", "/api/v1/models/{name}/versions/{version}/activate"): {
         "summary": "Promote or roll back (admin)",
@@ -169,6 +245,56 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "responses": {"200": {"description": "a grayscale PNG, white digits on black",
                               "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
                       **_errors(400, 401, 404, 422)},
+    },
+    ("GET", "/api/v1/feedback"): {
+        "summary": "Users' corrections as labelled samples, oldest first, with counts per review state (admin)",
+        "parameters": [{"name": "state", "in": "query", "schema": {"enum": ["pending", "accepted", "excluded"]}},
+                       {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                       {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}],
+        "responses": {"200": {"description": "a page", "content": _json({"type": "object", "properties": {
+            "samples": {"type": "array", "items": {"$ref": "#/components/schemas/FeedbackSample"}},
+            "counts": {"type": "object", "properties": {s: {"type": "integer"} for s in ("pending", "accepted", "excluded")}},
+            "next_offset": {"type": ["integer", "null"]}}})}, **_errors(400, 401, 403, 429)},
+    },
+    ("PATCH", "/api/v1/feedback/{prediction_id}"): {
+        "summary": "Review one correction: accept it for training, exclude it, or set it back to pending (admin)",
+        "requestBody": {"required": True, "content": _json({"type": "object", "required": ["state"], "properties": {
+            "state": {"enum": ["pending", "accepted", "excluded"]}, "index": {"type": "integer", "default": 0}}})},
+        "responses": {"200": {"description": "the reviewed sample",
+                              "content": _json({"$ref": "#/components/schemas/FeedbackSample"})},
+                      **_errors(400, 401, 403, 404, 429)},
+    },
+    ("POST", "/api/v1/training-jobs"): {
+        "summary": "Queue a training job on the training queue (admin)",
+        "requestBody": {"required": True, "content": _json({"type": "object", "required": ["kind"], "properties": {
+            "kind": {"enum": ["train", "retrain", "tune"]}, "family": {"type": "string"}, "name": {"type": "string"},
+            "epochs": {"type": "integer"}, "batch_size": {"type": "integer"}, "limit": {"type": "integer"},
+            "seed": {"type": "integer"}, "activate": {"type": "boolean"}, "with_feedback": {"type": "boolean"},
+            "tolerance": {"type": "number"}, "holdout_share": {"type": "number"}, "population": {"type": "integer"},
+            "generations": {"type": "integer"}, "elitism": {"type": "integer"}}})},
+        "responses": {"202": {"description": "queued; follow the Location",
+                              "content": _json({"$ref": "#/components/schemas/TrainingJob"})},
+                      **_errors(400, 401, 403, 404, 429, 503)},
+    },
+    ("GET", "/api/v1/training-jobs"): {
+        "summary": "Training jobs, newest first, without their progress (admin)",
+        "parameters": [{"name": "status", "in": "query",
+                        "schema": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]}},
+                       {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                       {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "a page", "content": _json({"type": "object", "properties": {
+            "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/TrainingJob"}},
+            "next_cursor": {"type": ["string", "null"]}}})}, **_errors(400, 401, 403, 429)},
+    },
+    ("GET", "/api/v1/training-jobs/{job_id}"): {
+        "summary": "One training job with its progress per epoch (and per generation) and its result (admin)",
+        "responses": {"200": {"description": "the job", "content": _json({"$ref": "#/components/schemas/TrainingJob"})},
+                      **_errors(401, 403, 404, 429)},
+    },
+    ("POST", "/api/v1/training-jobs/{job_id}/cancel"): {
+        "summary": "Cancel a job: a queued one never starts, a running one stops after its current epoch (admin)",
+        "responses": {"200": {"description": "the job", "content": _json({"$ref": "#/components/schemas/TrainingJob"})},
+                      **_errors(401, 403, 404, 429)},
     },
     ("POST", "/api/v1/users"): {
         "summary": "Register", "security": [],
@@ -188,8 +314,49 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                       **_errors(401)},
     },
     ("DELETE", "/api/v1/sessions"): {
-        "summary": "Log out", "security": [{"session": []}],
-        "responses": {"204": {"description": "logged out"}, **_errors(401, 403)},
+        "summary": "Log out; with all=1, end every session of the account (sign out everywhere)",
+        "security": [{"session": []}],
+        "parameters": [{"name": "all", "in": "query", "schema": {"enum": ["0", "1"]}}],
+        "responses": {"204": {"description": "logged out"}, **_errors(400, 401, 403)},
+    },
+    ("PUT", "/api/v1/account/password"): {
+        "summary": "Change the password (the current one required); every other session ends and this browser "
+                   "gets a new session", "security": [{"session": []}],
+        "requestBody": {"required": True, "content": _json({
+            "type": "object", "required": ["current_password", "new_password"], "properties": {
+                "current_password": {"type": "string"}, "new_password": {"type": "string", "minLength": 10}}})},
+        "responses": {"200": {"description": "changed", "content": _json({"$ref": "#/components/schemas/Session"})},
+                      **_errors(400, 401, 403, 429)},
+    },
+    ("DELETE", "/api/v1/account"): {
+        "summary": "Delete the account with its API keys, predictions and images (the password confirms)",
+        "security": [{"session": []}],
+        "requestBody": {"required": True, "content": _json({"type": "object", "required": ["password"],
+                                                            "properties": {"password": {"type": "string"}}})},
+        "responses": {"200": {"description": "deleted", "content": _json({"type": "object", "properties": {
+            "deleted_predictions": {"type": "integer"}}})},
+            **_errors(400, 401, 403, 409, 429)},
+    },
+    ("GET", "/api/v1/users"): {
+        "summary": "Every account (admin)",
+        "responses": {"200": {"description": "users", "content": _json({"type": "object", "properties": {
+            "users": {"type": "array", "items": {"$ref": "#/components/schemas/AdminUser"}}}})},
+            **_errors(401, 403)},
+    },
+    ("PATCH", "/api/v1/users/{user_id}"): {
+        "summary": "Disable or re-enable an account, grant or revoke admin (admin; audited). "
+                   "Administrators cannot disable themselves or drop their own role (409).",
+        "requestBody": {"required": True, "content": _json({"type": "object", "minProperties": 1, "properties": {
+            "disabled": {"type": "boolean"}, "role": {"enum": ["user", "admin"]}}})},
+        "responses": {"200": {"description": "the account now", "content": _json({"$ref": "#/components/schemas/AdminUser"})},
+                      **_errors(400, 401, 403, 404, 409)},
+    },
+    ("GET", "/api/v1/audit"): {
+        "summary": "Recent changes to accounts: who did what to whom, newest first (admin)",
+        "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}],
+        "responses": {"200": {"description": "entries", "content": _json({"type": "object", "properties": {
+            "entries": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}}}})},
+            **_errors(400, 401, 403)},
     },
     ("POST", "/api/v1/keys"): {
         "summary": "Create an API key (the secret is shown once)", "security": [{"session": []}],

@@ -4,16 +4,16 @@ from __future__ import annotations
 from core.errors import InvalidInput, UnsupportedType
 from models.registry import ModelNotFound
 from server.services import accounts as auth
-from server.services import predictions
+from server.services import feedback, predictions, training, versions
 from server.services.samples import Samples
 from server.services.bootstrap import Services
 from server.web.http import Request, Response, Router, decode_base64_image, json_response
 
 
-def _submission(req: Request, max_wait: float) -> predictions.Submission:
+def _submission(req: Request, max_wait: float, max_images: int) -> predictions.Submission:
     query = req.query
     if req.content_type == "multipart/form-data":
-        fields, images = req.form()
+        fields, images = req.form(max_images)
     elif req.content_type == "application/json":
         payload = req.json()
         if not isinstance(payload, dict) or not isinstance(payload.get("images"), list):
@@ -47,7 +47,8 @@ def register(router: Router, services: Services) -> None:
     settings = services.settings
 
     def create_prediction(req: Request):
-        document, created = predictions.submit(services, req.principal.user_id, _submission(req, settings.max_wait))
+        document, created = predictions.submit(services, req.principal.user_id,
+                                                _submission(req, settings.max_wait, settings.max_images))
         if document["status"] in predictions.FINISHED:
             return json_response(document, 200)
         location = f"/api/v1/predictions/{document['id']}"
@@ -65,26 +66,10 @@ def register(router: Router, services: Services) -> None:
         return predictions.feedback(services, req.principal.user_id, prediction_id, req.json())
 
     def list_models(req: Request):
-        versions = services.registry.list()
-        grouped: dict[str, dict] = {}
-        for info in versions:
-            entry = grouped.setdefault(info.name, {"name": info.name, "active_version": None, "versions": []})
-            entry["versions"].append(info.summary())
-            if info.active:
-                entry["active_version"] = info.version
-        return {"models": list(grouped.values())}
+        return versions.list_models(services)
 
     def get_model(req: Request, name: str):
-        versions = services.registry.list(name)
-        if not versions:
-            raise ModelNotFound(f"no model named {name!r}")
-        active = next((v for v in versions if v.active), None)
-        return {
-            "name": name,
-            "active_version": active.version if active else None,
-            "active": active.detail() if active else None,
-            "versions": [v.detail() for v in versions],
-        }
+        return versions.model_detail(services, name)
 
     def activate(req: Request, name: str, version: str):
         if not version.isdigit():
@@ -119,10 +104,39 @@ def register(router: Router, services: Services) -> None:
         return {"user": {"id": p.user_id, "email": p.email, "role": p.role}, "csrf_token": p.csrf_token}
 
     def logout(req: Request):
-        auth.destroy_session(services, req.cookies[auth.SESSION_COOKIE])
+        sid = req.cookies[auth.SESSION_COOKIE]
+        scope = req.query.get("all", "")
+        if scope not in ("", "0", "1"):
+            raise InvalidInput("all must be 1 (every session of the account) or 0 (this one)")
+        if scope == "1":
+            auth.end_all_sessions(services, req.principal, sid)
+        else:
+            auth.destroy_session(services, sid)
         response = Response(204)
         response.headers["Set-Cookie"] = _session_cookie("", req, max_age=0)
         return response
+
+    def change_password(req: Request):
+        sid, csrf = auth.change_password(services, req.principal, req.json(), req.cookies.get(auth.SESSION_COOKIE))
+        p = req.principal
+        response = json_response({"user": {"id": p.user_id, "email": p.email, "role": p.role}, "csrf_token": csrf})
+        response.headers["Set-Cookie"] = _session_cookie(sid, req)
+        return response
+
+    def delete_account(req: Request):
+        result = auth.delete_account(services, req.principal, req.json(), req.cookies.get(auth.SESSION_COOKIE))
+        response = json_response(result)
+        response.headers["Set-Cookie"] = _session_cookie("", req, max_age=0)
+        return response
+
+    def list_users(req: Request):
+        return auth.list_users(services)
+
+    def update_user(req: Request, user_id: str):
+        return auth.update_user(services, req.principal, user_id, req.json())
+
+    def audit_log(req: Request):
+        return auth.audit_log(services, req.query.get("limit"))
 
     def create_key(req: Request):
         return json_response(auth.create_key(services, req.principal, req.json()), 201)
@@ -134,6 +148,27 @@ def register(router: Router, services: Services) -> None:
         auth.revoke_key(services, req.principal, key_id)
         return Response(204)
 
+    def list_feedback(req: Request):
+        q = req.query
+        return feedback.listing(services, q.get("state"), q.get("limit"), q.get("offset"))
+
+    def review_feedback(req: Request, prediction_id: str):
+        return feedback.review(services, req.principal.user_id, prediction_id, req.json())
+
+    def create_training_job(req: Request):
+        job = training.submit(services, req.principal.user_id, req.json())
+        return json_response(job, 202, {"Location": f"/api/v1/training-jobs/{job['id']}"})
+
+    def list_training_jobs(req: Request):
+        q = req.query
+        return training.listing(services, q.get("status"), q.get("limit"), q.get("cursor"))
+
+    def get_training_job(req: Request, job_id: str):
+        return training.get(services, job_id)
+
+    def cancel_training_job(req: Request, job_id: str):
+        return training.cancel(services, job_id)
+
     router.add("POST", "/api/v1/predictions", create_prediction, auth="predict")
     router.add("GET", "/api/v1/predictions", list_predictions, auth="predict")
     router.add("GET", "/api/v1/predictions/{prediction_id}", get_prediction, auth="predict")
@@ -142,10 +177,21 @@ def register(router: Router, services: Services) -> None:
     router.add("GET", "/api/v1/models/{name}", get_model, auth="predict")
     router.add("POST", "/api/v1/models/{name}/versions/{version}/activate", activate, auth="admin")
     router.add("GET", "/api/v1/models/{name}/versions/{version}/samples.png", generated_samples, auth="predict")
+    router.add("GET", "/api/v1/feedback", list_feedback, auth="admin")
+    router.add("PATCH", "/api/v1/feedback/{prediction_id}", review_feedback, auth="admin")
+    router.add("POST", "/api/v1/training-jobs", create_training_job, auth="admin")
+    router.add("GET", "/api/v1/training-jobs", list_training_jobs, auth="admin")
+    router.add("GET", "/api/v1/training-jobs/{job_id}", get_training_job, auth="admin")
+    router.add("POST", "/api/v1/training-jobs/{job_id}/cancel", cancel_training_job, auth="admin")
     router.add("POST", "/api/v1/users", create_user)
     router.add("POST", "/api/v1/sessions", login)
     router.add("GET", "/api/v1/sessions", current_session, auth="session")
     router.add("DELETE", "/api/v1/sessions", logout, auth="session")
+    router.add("PUT", "/api/v1/account/password", change_password, auth="session")
+    router.add("DELETE", "/api/v1/account", delete_account, auth="session")
+    router.add("GET", "/api/v1/users", list_users, auth="admin")
+    router.add("PATCH", "/api/v1/users/{user_id}", update_user, auth="admin")
+    router.add("GET", "/api/v1/audit", audit_log, auth="admin")
     router.add("POST", "/api/v1/keys", create_key, auth="session")
     router.add("GET", "/api/v1/keys", list_keys, auth="session")
     router.add("DELETE", "/api/v1/keys/{key_id}", revoke_key, auth="session")

@@ -8,14 +8,13 @@ tritonclient works with its defaults and large batches skip JSON.
 from __future__ import annotations
 
 import json
-import queue
 import threading
-import time
 
 import numpy as np
 
 from core.errors import InvalidInput
 from models.registry import ModelNotFound, VersionInfo
+from server.services.batching import Batcher, Slot, Ticket
 from server.services.bootstrap import Services
 from server.web.http import Request, Response, Router, json_response
 
@@ -48,67 +47,43 @@ class LazyModels:
 
 def _version(services: Services, name: str, version: str | None) -> VersionInfo:
     if version is None:
-        return services.registry.get(name, kind="classifier")
+        return services.catalog.get(name, kind="classifier")
     if not version.isdigit():
         raise ModelNotFound(f"model {name!r} has no version {version}")
-    return services.registry.get(name, int(version), kind="classifier")
+    return services.catalog.get(name, int(version), kind="classifier")
 
 
 class InferenceBatcher:
-    """Runs concurrent inference calls for one model version as one network call."""
+    """Concurrent infer requests share one network call per model version (see `batching.Batcher`)."""
 
     def __init__(self, models: LazyModels, max_wait: float, observe=lambda size: None):
-        self.models, self.max_wait, self.observe = models, max_wait, observe
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self.models, self.observe = models, observe
+        self.batcher: Batcher[tuple[VersionInfo, np.ndarray]] = Batcher(
+            "v2-batcher", self._infer, MAX_BATCH, max_wait, size=lambda item: len(item[1]))
 
-    def probabilities(self, info: VersionInfo, images: np.ndarray) -> np.ndarray:
-        slot = {"done": threading.Event(), "info": info, "images": images, "result": None, "error": None}
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="v2-batcher", daemon=True)
-                self._thread.start()
-        self._inbox.put(slot)
-        slot["done"].wait()
-        if slot["error"] is not None:
-            raise slot["error"]
-        return slot["result"]
+    def arriving(self):
+        return self.batcher.arriving()
 
-    def _gather(self) -> list[dict]:
-        batch = [self._inbox.get()]
-        size, deadline = len(batch[0]["images"]), time.monotonic() + self.max_wait
-        while size < MAX_BATCH:
-            remaining = deadline - time.monotonic()
+    def probabilities(self, info: VersionInfo, images: np.ndarray, ticket: Ticket | None = None) -> np.ndarray:
+        return self.batcher.submit((info, images), ticket)
+
+    def _infer(self, batch: list[Slot[tuple[VersionInfo, np.ndarray]]]) -> None:
+        by_version: dict[int, list[Slot]] = {}
+        for slot in batch:
+            by_version.setdefault(slot.item[0].id, []).append(slot)
+        for slots in by_version.values():
             try:
-                slot = self._inbox.get(timeout=remaining) if remaining > 0 else self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            batch.append(slot)
-            size += len(slot["images"])
-        return batch
-
-    def _run(self) -> None:
-        while True:
-            batch = self._gather()
-            by_version: dict[int, list[dict]] = {}
-            for slot in batch:
-                by_version.setdefault(slot["info"].id, []).append(slot)
-            for slots in by_version.values():
-                try:
-                    model = self.models.cache.get(slots[0]["info"])
-                    images = np.concatenate([slot["images"] for slot in slots])
-                    out = model.probabilities(images)
-                    self.observe(len(images))
-                    offset = 0
-                    for slot in slots:
-                        slot["result"] = out[offset:offset + len(slot["images"])]
-                        offset += len(slot["images"])
-                except Exception as exc:  # handed to each caller, which answers for it
-                    for slot in slots:
-                        slot["error"] = exc
+                model = self.models.cache.get(slots[0].item[0])
+                images = np.concatenate([slot.item[1] for slot in slots])
+                out = model.probabilities(images)
+                self.observe(len(images))
+                offset = 0
                 for slot in slots:
-                    slot["done"].set()
+                    slot.result = out[offset:offset + len(slot.item[1])]
+                    offset += len(slot.item[1])
+            except Exception as exc:  # handed to each caller, which answers for it
+                for slot in slots:
+                    slot.error = exc
 
 
 def _split_body(req: Request) -> tuple[dict, bytes]:
@@ -187,7 +162,7 @@ def register(router: Router, services: Services, version_string: str, metrics) -
 
     def ready(req: Request):
         try:
-            active = services.registry.active_versions()
+            active = services.catalog.active_versions()
         except Exception:
             active = {}
         return json_response({"ready": bool(active)}, 200 if active else 503)
@@ -208,13 +183,14 @@ def register(router: Router, services: Services, version_string: str, metrics) -
         return {"name": name, "ready": True}
 
     def infer(req: Request, name: str, version: str | None = None):
-        info = _version(services, name, version)
-        payload, binary = _split_body(req)
-        inputs = payload.get("inputs")
-        if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-            raise InvalidInput("send exactly one input tensor in `inputs`")
-        values, _ = _tensor_values(inputs[0], binary)
-        probabilities = batcher.probabilities(info, _images(inputs[0], values)).astype("<f4")
+        with batcher.arriving() as ticket:
+            info = _version(services, name, version)
+            payload, binary = _split_body(req)
+            inputs = payload.get("inputs")
+            if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+                raise InvalidInput("send exactly one input tensor in `inputs`")
+            values, _ = _tensor_values(inputs[0], binary)
+            probabilities = batcher.probabilities(info, _images(inputs[0], values), ticket).astype("<f4")
         output = {"name": "probabilities", "datatype": "FP32", "shape": list(probabilities.shape)}
         response = {"model_name": info.name, "model_version": str(info.version), "outputs": [output]}
         if isinstance(payload.get("id"), str):
