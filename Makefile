@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python bench/perf.py
 	$(BIN)/python bench/uploads.py
 	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/gan.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -11,8 +11,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import ActiveModel, ModelVersion, unit_of_work, utcnow
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound, Unprocessable
 from models.store import ModelStore
+
+CGAN = "cgan"
+# Families whose versions generate digits instead of classifying them (``models.gan``). Their
+# versions are listed, shown and activated like the others, but `active_versions()` leaves
+# them out and `get(..., kind="classifier")` refuses them, so no prediction path loads one.
+GENERATOR_FAMILIES = frozenset({CGAN})
+KINDS = ("classifier", "generator")
+
+
+def kind_of(family: str) -> str:
+    return "generator" if family in GENERATOR_FAMILIES else "classifier"
 
 
 class RegistryError(Conflict):
@@ -21,6 +32,11 @@ class RegistryError(Conflict):
 
 class ModelNotFound(NotFound):
     default_code = "model_not_found"
+
+
+class WrongKind(Unprocessable):
+    """A classifier asked of a generator (or the reverse)."""
+    default_code = "wrong_model_kind"
 
 
 @dataclass(frozen=True)
@@ -43,11 +59,17 @@ class VersionInfo:
     gate: dict | None = field(default=None, hash=False)    # a gated retrain's decision and figures
     search: dict | None = field(default=None, hash=False)  # a hyper-parameter search's generations
 
+    @property
+    def kind(self) -> str:
+        """"classifier" (serves predictions) or "generator" (makes digits, never classifies)."""
+        return kind_of(self.family)
+
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "version": self.version,
             "family": self.family,
+            "kind": self.kind,
             "architecture": self.hyperparameters.get("architecture"),
             "active": self.active,
             "status": self.status,
@@ -170,8 +192,15 @@ class ModelRegistry:
             active = self._active_ids(session)
             return [self._info(row, active.get(row.name)) for row in rows]
 
-    def get(self, name: str, version: int | str | None = "active") -> VersionInfo:
-        """The active version of `name`, or a given version number."""
+    def get(self, name: str, version: int | str | None = "active", kind: str | None = None) -> VersionInfo:
+        """The active version of `name`, or a given version number; with `kind`, `WrongKind`
+        unless the version is of that kind (the prediction paths ask for "classifier")."""
+        info = self._get(name, version)
+        if kind is not None and info.kind != kind:
+            raise WrongKind(f"{info.name}:{info.version} is a {info.kind} ({info.family}), not a {kind}")
+        return info
+
+    def _get(self, name: str, version: int | str | None) -> VersionInfo:
         with unit_of_work(self.sessions) as session:
             active = self._active_ids(session)
             if version in (None, "active"):
@@ -192,15 +221,19 @@ class ModelRegistry:
                 raise ModelNotFound(f"no model version with id {version_id}")
             return self._info(row, self._active_ids(session).get(row.name))
 
-    def active_versions(self) -> dict[str, VersionInfo]:
-        """name -> active version, most recently activated first."""
+    def active_versions(self, kind: str | None = "classifier") -> dict[str, VersionInfo]:
+        """name -> active version of that kind (classifiers unless asked; None: every kind),
+        most recently activated first."""
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS} or None, got {kind!r}")
         with unit_of_work(self.sessions) as session:
             pairs = session.execute(
                 select(ModelVersion, ActiveModel.version_id)
                 .join(ActiveModel, ActiveModel.version_id == ModelVersion.id)
                 .order_by(ActiveModel.activated_at.desc(), ModelVersion.name)
             ).all()
-            return {row.name: self._info(row, active_id) for row, active_id in pairs}
+            return {row.name: self._info(row, active_id) for row, active_id in pairs
+                    if kind is None or kind_of(row.family) == kind}
 
     @staticmethod
     def _set_active(session: Session, name: str, version_id: int) -> None:

@@ -19,6 +19,8 @@ class LoadedModel:
         import keras
         import tensorflow as tf
 
+        if info.kind != "classifier":  # the last guard: the prediction paths never ask for one
+            raise ValueError(f"{info.name}:{info.version} is a {info.kind}; only classifiers are served")
         self.info = info
         self.model = keras.models.load_model(path, compile=False)
         model = self.model

@@ -15,7 +15,7 @@ import pytest
 import keras
 
 from conftest import ROOT
-from models import dbn, families
+from models import dbn, families, sdae
 from models.families import Family
 from core.preprocess import scale
 
@@ -23,6 +23,7 @@ SMALL = {
     "softmax": {},
     "mlp": {"hidden": [64, 32]},
     "cnn": {"filters": [8, 16], "dense": 32},
+    "lstm": {"units": [16]},
 }
 
 
@@ -51,7 +52,7 @@ def _check_io(model: keras.Model) -> None:
 
 
 def test_families_and_defaults():
-    assert families.names() == ("softmax", "mlp", "cnn", "dbn")
+    assert families.names() == ("softmax", "mlp", "cnn", "dbn", "dae", "lstm")
     for name in families.names():
         family = families.get(name)
         assert family.name == name
@@ -61,7 +62,7 @@ def test_families_and_defaults():
         assert isinstance(family.describe(family.hyperparameters()), str)
         with pytest.raises(TypeError):
             family.defaults["epochs"] = 1          # read-only
-    assert [f.pretrain is not None for f in families.all_families()] == [False, False, False, True]
+    assert [f.pretrain is not None for f in families.all_families()] == [False, False, False, True, True, False]
     # overrides never leak into the defaults
     hp = families.hyperparameters("mlp", {"hidden": [7]})
     hp["hidden"].append(3)
@@ -72,7 +73,7 @@ def test_families_and_defaults():
 
 
 def test_unknown_family_names_the_known_ones():
-    with pytest.raises(ValueError, match="resnet.*softmax.*mlp.*cnn.*dbn"):
+    with pytest.raises(ValueError, match="resnet.*softmax.*mlp.*cnn.*dbn.*dae.*lstm"):
         families.get("resnet")
     with pytest.raises(ValueError):
         families.hyperparameters("resnet")
@@ -89,7 +90,7 @@ def test_default_descriptions_are_those_of_the_benchmarked_models():
         assert benchmarked == family.hyperparameters({"validation_size": benchmarked["validation_size"]})
 
 
-@pytest.mark.parametrize("family", ["softmax", "mlp", "cnn"])
+@pytest.mark.parametrize("family", ["softmax", "mlp", "cnn", "lstm"])
 def test_build_shapes_and_softmax(family):
     _check_io(_build(family, SMALL[family]))
 
@@ -101,14 +102,20 @@ def test_default_architectures_build_with_their_saved_layer_names():
                 "hidden_2", "dropout_2", "probabilities"],
         "cnn": ["image", "to_channels", "augment_translate", "conv1_1", "pool1", "conv2_1", "pool2", "flatten",
                 "dropout_1", "dense", "dropout_2", "probabilities"],
+        "lstm": ["image", "lstm_1", "dropout_1", "probabilities"],
     }
     for name, expected in layer_names.items():
         model = _build(name, seed=None)
         _check_io(model)
         assert model.name == name
         assert [layer.name for layer in model.layers] == expected
-    with pytest.raises(ValueError, match="pretrained"):
-        _build("dbn")
+    for pretrained_family in ("dbn", "dae"):
+        with pytest.raises(ValueError, match="pretrained"):
+            _build(pretrained_family)
+    # the row reader keeps its augmentation inside the model and reads rows again after it
+    assert [layer.name for layer in _build("lstm", {"units": [8, 8], "translate": 1.0}).layers] == [
+        "image", "to_channels", "augment_translate", "to_rows", "lstm_1", "dropout_1", "lstm_2", "dropout_2",
+        "probabilities"]
 
 
 def test_dbn_classifier_starts_from_pretrained_weights():
@@ -181,11 +188,54 @@ def test_pretrain_dbn_history_and_shapes(pixels):
     assert history == history2
 
 
-@pytest.mark.parametrize("family", ["softmax", "mlp", "cnn", "dbn"])
+def test_dae_classifier_starts_from_the_pretrained_encoders(pixels):
+    family = families.get("dae")
+    hp = family.hyperparameters({"hidden": [32, 16], "dae_epochs": 2, "dae_batch_size": 50, "dropout": 0.1})
+    lines: list[str] = []
+    weights, curves = family.pretrain(pixels[:600], hp, 0, lines.append)
+    assert list(curves) == ["dae_reconstruction_error"]
+    assert [len(layer) for layer in curves["dae_reconstruction_error"]] == [2, 2]
+    assert lines[0].startswith("dae layer 1 (32 hidden) epoch 1/2: reconstruction error ")
+    assert lines[-1].startswith("dae layer 2 (16 hidden) epoch 2/2: reconstruction error ")
+    model = family.build(hp, 0, weights)
+    _check_io(model)
+    assert [layer.name for layer in model.layers] == [
+        "image", "to_channels", "augment_translate", "flatten", "encoder_1", "dropout_1", "encoder_2",
+        "dropout_2", "probabilities"]
+    for i, (w, b) in enumerate(weights, start=1):
+        got_w, got_b = model.get_layer(f"encoder_{i}").get_weights()
+        np.testing.assert_array_equal(got_w, w)
+        np.testing.assert_array_equal(got_b, b)
+    # same seed, same encoders
+    weights2, curves2 = family.pretrain(pixels[:600], hp, 0, None)
+    np.testing.assert_array_equal(weights[1][0], weights2[1][0])
+    assert curves == curves2
+
+
+def test_denoising_autoencoders_learn_to_reconstruct_the_clean_input(pixels):
+    rng = np.random.default_rng(0)
+    masked = sdae.corrupt(pixels[:100], "masking", 0.25, rng)
+    dropped = (pixels[:100] > 0) & (masked == 0)
+    assert 0.2 < dropped.sum() / (pixels[:100] > 0).sum() < 0.3
+    noisy = sdae.corrupt(pixels[:100], "gaussian", 0.3, rng)
+    assert noisy.min() >= 0 and noisy.max() <= 1 and not np.array_equal(noisy, pixels[:100])
+    for noise in sdae.NOISES:
+        calls = []
+        weights, history = sdae.pretrain_sdae(pixels[:1000], [64, 32], epochs=3, noise=noise, level=0.3,
+                                              batch_size=50, seed=0, on_epoch=lambda *a: calls.append(a))
+        assert [w.shape for w, _ in weights] == [(784, 64), (64, 32)]
+        assert [(c[0], c[1]) for c in calls] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)]
+        # each layer's reconstruction of corrupted inputs moves towards the clean ones
+        assert history[0][-1] < history[0][0] and history[1][-1] < history[1][0], history
+    with pytest.raises(ValueError):
+        sdae.pretrain_sdae(pixels[:10], [4], noise="salt")
+
+
+@pytest.mark.parametrize("family", ["softmax", "mlp", "cnn", "dbn", "dae", "lstm"])
 def test_save_and_reload_gives_identical_outputs(family, tmp_path):
-    if family == "dbn":
+    if family in ("dbn", "dae"):
         rng = np.random.default_rng(0)
-        model = _build("dbn", pretrained=[(rng.normal(0, 0.1, (784, 30)).astype(np.float32),
+        model = _build(family, pretrained=[(rng.normal(0, 0.1, (784, 30)).astype(np.float32),
                                            np.zeros(30, np.float32))])
     else:
         model = _build(family, {**SMALL[family], "translate": 2.0, "rotate": 10.0})
@@ -266,7 +316,7 @@ def test_a_dropped_in_module_is_found_by_the_registry_cli_and_trainer(toy_family
     from server.cli.main import build_parser
     from trainers.train import train
 
-    assert families.names() == ("toy", "softmax", "mlp", "cnn", "dbn")   # ordered by ``order``
+    assert families.names() == ("toy", "softmax", "mlp", "cnn", "dbn", "dae", "lstm")   # ordered by ``order``
     assert families.hyperparameters("toy")["note"] == "dropped in"
     args = build_parser().parse_args(["train", "toy"])
     assert args.family == "toy"

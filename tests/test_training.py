@@ -18,6 +18,8 @@ FAST = {
             "translate": 0, "label_smoothing": 0.0, "warmup_epochs": 0},
     "dbn": {"hidden": [128, 64], "rbm_epochs": 2, "rbm_learning_rate": 0.05, "learning_rate": 1e-2,
             "translate": 0, "dropout": 0.0},
+    "dae": {"hidden": [128, 64], "dae_epochs": 2, "learning_rate": 1e-2, "translate": 0, "dropout": 0.0},
+    "lstm": {"units": [64], "learning_rate": 1e-2, "dropout": 0.0},
 }
 LIMIT = 2000   # 1800 train + 200 validation
 EPOCHS = 2

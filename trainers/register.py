@@ -13,7 +13,7 @@ from core.db import unit_of_work
 from core.preprocess import from_png
 from core.repositories import feedback
 from core.settings import Settings
-from models.registry import ModelRegistry, VersionInfo
+from models.registry import CGAN, ModelRegistry, VersionInfo
 from trainers.mnist import MnistData, load_mnist
 from trainers.progress import OnEpoch
 
@@ -98,7 +98,11 @@ def train_and_register(
     use_feedback: bool = False,
     on_epoch: OnEpoch | None = None,
     search: dict | None = None,
+    gan_samples: int = 0,
+    gan_model: str = CGAN,
 ) -> VersionInfo:
+    """``gan_samples``: that many digits (balanced over the classes, drawn with ``seed``) from
+    the generator ``gan_model`` (``name`` or ``name:version``) join the training split."""
     from trainers.train import train  # TensorFlow loads here, not at CLI start-up
 
     data = load_mnist(settings.mnist_dir, mirrors=settings.mnist_mirrors, progress=progress)
@@ -106,9 +110,18 @@ def train_and_register(
     if use_feedback:
         images, labels = feedback_examples(registry.sessions)
         data, feedback_count = with_feedback(data, images, labels), len(labels)
+    extra, gan_record = None, {}
+    if gan_samples:
+        from trainers.gan import generated_examples
+
+        images, labels, generator = generated_examples(registry, int(gan_samples), seed, gan_model)
+        extra = (images, labels)
+        gan_record = {"gan_samples": int(gan_samples), "gan_model": f"{generator.name}:{generator.version}"}
     result = train(
         family, data, epochs=epochs, batch_size=batch_size, limit=limit, seed=seed,
         progress=progress, overrides=overrides, threads=settings.training_threads(), on_epoch=on_epoch,
+        extra=extra,
     )
     return register_result(registry, name or family, result, data.sha256,
-                           extra_hp={"feedback_examples": feedback_count}, activate=activate, search=search)
+                           extra_hp={"feedback_examples": feedback_count, **gan_record}, activate=activate,
+                           search=search)

@@ -198,12 +198,14 @@ def _json_hp(hp: dict) -> dict:
 def train(family: str, data: Any, *, epochs: int | None = None, batch_size: int | None = None,
           limit: int | None = None, seed: int = 0, progress: bool = True,
           overrides: dict | None = None, threads: int | None = None, on_epoch: OnEpoch | None = None,
-          evaluate_test: bool = True) -> TrainResult:
+          evaluate_test: bool = True, extra: tuple[np.ndarray, np.ndarray] | None = None) -> TrainResult:
     """Train ``family`` on ``data`` (an ``MnistData``: x_train/y_train/x_test/y_test
     uint8 arrays) and evaluate it on the test set. ``limit`` trains on the first
     ``limit`` training images; ``overrides`` update the family's ``defaults``.
     ``on_epoch`` hears of every epoch and may stop the run (``TrainingCancelled``);
-    ``evaluate_test=False`` leaves the test set alone (a search selects on validation only)."""
+    ``evaluate_test=False`` leaves the test set alone (a search selects on validation only).
+    ``extra``: more labelled uint8 images (e.g. GAN-made digits) joining the training
+    split only, after the validation split is held out: validation and test stay MNIST."""
     spec = families.get(family)   # ValueError naming the known families
     configure_tensorflow(threads or min(os.cpu_count() or 2, 8))
     hp = spec.hyperparameters(overrides)
@@ -223,12 +225,22 @@ def train(family: str, data: Any, *, epochs: int | None = None, batch_size: int 
         raise ValueError(f"need at least 2 training images, got {n}")
     n_val = validation_size(n, int(hp.get("validation_size", 5000)))
     x_train, y_train = scale(x_all[:n - n_val]), y_all[:n - n_val].astype(np.int64)
+    n_extra = 0
+    if extra is not None and len(extra[0]):
+        x_extra, y_extra = np.asarray(extra[0]), np.asarray(extra[1]).astype(np.int64)
+        if x_extra.shape[1:] != (28, 28) or len(x_extra) != len(y_extra) or not np.isin(y_extra, range(10)).all():
+            raise ValueError("extra training examples must be (N, 28, 28) images with N labels 0-9")
+        x_train, y_train = np.concatenate([x_train, scale(x_extra)]), np.concatenate([y_train, y_extra])
+        n_extra = len(y_extra)
     x_val, y_val = scale(x_all[n - n_val:]), y_all[n - n_val:].astype(np.int64)
     y_train_1h = keras.utils.to_categorical(y_train, 10).astype(np.float32)
     y_val_1h = keras.utils.to_categorical(y_val, 10).astype(np.float32)
 
     hp.update({"seed": int(seed), "limit": None if limit is None else int(limit),
                "train_size": int(len(x_train)), "validation_size": int(n_val)})
+    if n_extra:
+        hp["extra_train_size"] = n_extra
+        hp["train_class_counts"] = np.bincount(y_train, minlength=10).tolist()
 
     _set_determinism(seed)
     curves: dict[str, Any] = {}

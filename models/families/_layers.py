@@ -49,3 +49,34 @@ def flat_inputs(hp: dict, seed: int | None):
 def probabilities(x, **kwargs):
     """The 10-way softmax output layer."""
     return layers.Dense(10, activation="softmax", name="probabilities", **kwargs)(x)
+
+
+def pretrained_sigmoid_stack(x, pretrained, prefix: str, dropout: float, seed: int | None):
+    """Sigmoid Dense layers ``{prefix}_1, ...`` (each followed by ``dropout_i`` when
+    ``dropout`` > 0) for greedily pretrained ``[(W, b), ...]`` pairs, W of shape
+    (n_in, n_hidden), starting from the flattened 784 input ``x``.
+
+    Returns ``(x, load)``: call ``load()`` once the model is built to copy the
+    pretrained parameters in with ``set_weights`` (not baked into an initializer,
+    so the saved model holds only plain Keras layers)."""
+    import numpy as np
+
+    loaded = []
+    n_in = 784
+    for i, (w, b) in enumerate(pretrained):
+        w = np.asarray(w, dtype=np.float32)
+        b = np.asarray(b, dtype=np.float32)
+        if w.ndim != 2 or w.shape[0] != n_in or b.shape != (w.shape[1],):
+            raise ValueError(f"{prefix} {i + 1}: W {w.shape} / b {b.shape} do not follow a {n_in}-unit layer")
+        layer = layers.Dense(w.shape[1], activation="sigmoid", name=f"{prefix}_{i + 1}")
+        x = layer(x)
+        loaded.append((layer, w, b))
+        if dropout > 0:
+            x = layers.Dropout(dropout, seed=None if seed is None else seed + 31 + i, name=f"dropout_{i + 1}")(x)
+        n_in = w.shape[1]
+
+    def load() -> None:
+        for layer, w, b in loaded:
+            layer.set_weights([w, b])
+
+    return x, load

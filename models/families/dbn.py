@@ -36,7 +36,6 @@ def build(hp: dict, seed: int | None = None, pretrained: Sequence | None = None)
     if not pretrained:
         raise ValueError("a 'dbn' is built from pretrained RBMs: pass the (W, b_hidden) pairs of FAMILY.pretrain")
     import keras
-    import numpy as np
     from keras import layers
 
     from models.families import _layers
@@ -45,23 +44,9 @@ def build(hp: dict, seed: int | None = None, pretrained: Sequence | None = None)
     if float(hp.get("input_dropout") or 0.0) > 0:
         x = layers.Dropout(float(hp["input_dropout"]), seed=None if seed is None else seed + 30,
                            name="input_dropout")(x)
-    dropout = float(hp.get("dropout") or 0.0)
-    dense_layers = []
-    n_in = 784
-    for i, (w, b) in enumerate(pretrained):
-        w = np.asarray(w, dtype=np.float32)
-        b = np.asarray(b, dtype=np.float32)
-        if w.shape[0] != n_in or b.shape != (w.shape[1],):
-            raise ValueError(f"RBM {i + 1}: W {w.shape} / b {b.shape} do not follow a {n_in}-unit layer")
-        layer = layers.Dense(w.shape[1], activation="sigmoid", name=f"rbm_{i + 1}")
-        x = layer(x)
-        dense_layers.append((layer, w, b))
-        if dropout > 0:
-            x = layers.Dropout(dropout, seed=None if seed is None else seed + 31 + i, name=f"dropout_{i + 1}")(x)
-        n_in = w.shape[1]
+    x, load = _layers.pretrained_sigmoid_stack(x, pretrained, "rbm", float(hp.get("dropout") or 0.0), seed)
     model = keras.Model(inputs, _layers.probabilities(x), name="dbn")
-    for layer, w, b in dense_layers:
-        layer.set_weights([w, b])
+    load()
     return model
 
 

@@ -65,7 +65,7 @@ def prepare(settings: Settings, train_args: tuple[str, ...] = ()) -> None:
                   "create one with `digitserve users create EMAIL --admin`")
         if services.registry.active_versions():
             return
-        registered = services.registry.list()
+        registered = [v for v in services.registry.list() if v.kind == "classifier"]  # never a generator
         if registered:
             latest = max(registered, key=lambda v: v.created_at)
             services.registry.activate(latest.name, latest.version)

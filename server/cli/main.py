@@ -118,28 +118,62 @@ def cmd_feedback(args, settings: Settings) -> int:
 
 def cmd_train(args, settings: Settings) -> int:
     from core import migrate
+    from core.errors import DomainError
     from trainers.register import train_and_register
 
     migrate.upgrade(settings.database_url)
     services = _services(settings)
+    if args.gan_samples < 0:
+        print("error: --gan-samples must be 0 or more", file=sys.stderr)
+        return 2
     if args.queue:
+        if args.gan_samples:
+            print("error: --gan-samples trains here, not on the training queue", file=sys.stderr)
+            return 2
         return _submit(services, {"kind": "train", "family": args.family, "activate": args.activate,
                                   "with_feedback": args.with_feedback,
                                   **_spec(args, "name", "epochs", "batch_size", "limit", "seed")})
-    info = train_and_register(
-        settings,
-        services.registry,
-        args.family,
-        name=args.name,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        seed=args.seed,
-        activate=args.activate,
-        progress=not args.quiet,
-        use_feedback=args.with_feedback,
-    )
+    try:
+        info = train_and_register(
+            settings, services.registry, args.family, name=args.name, epochs=args.epochs,
+            batch_size=args.batch_size, limit=args.limit, seed=args.seed, activate=args.activate,
+            progress=not args.quiet, use_feedback=args.with_feedback,
+            gan_samples=args.gan_samples, gan_model=args.gan_model)
+    except DomainError as exc:  # e.g. --gan-samples without a registered generator
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     _print_registered(info)
+    return 0
+
+
+def cmd_gan(args, settings: Settings) -> int:
+    from core import migrate
+    from core.errors import DomainError
+
+    migrate.upgrade(settings.database_url)
+    registry = _services(settings).registry
+    try:
+        if args.action == "train":
+            from trainers.gan import train_and_register_gan
+
+            info = train_and_register_gan(settings, registry, name=args.name, epochs=args.epochs, limit=args.limit,
+                                          seed=args.seed, activate=args.activate, progress=not args.quiet)
+            agreement = info.metrics.get("label_agreement", {}).get("agreement")
+            judged = (f", {info.metrics['judge']} reads {agreement * 100:.1f}% of its digits as the digit asked for"
+                      if agreement is not None else "")
+            print(f"registered {info.name}:{info.version} ({'active' if info.active else 'not active'}), "
+                  f"trained in {info.train_seconds:.0f} s{judged}")
+        else:
+            from models import gan
+            from trainers.gan import load_generator
+
+            generator, info = load_generator(registry, args.model)
+            with open(args.out, "wb") as f:
+                f.write(gan.grid_png(generator, args.per_class, args.seed))
+            print(f"{args.out}: {args.per_class} digits per class from {info.name}:{info.version}")
+    except DomainError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -292,7 +326,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="add the corrections an administrator accepted (images and labels) to the training set")
     train.add_argument("--queue", action="store_true",
                        help="submit a job to the training queue instead of training here")
+    train.add_argument("--gan-samples", type=int, default=0, metavar="N",
+                       help="add N digits made by a registered conditional GAN (balanced over the classes)")
+    train.add_argument("--gan-model", default="cgan", metavar="NAME[:VERSION]",
+                       help="the generator for --gan-samples (default: the active version of cgan)")
     train.set_defaults(func=cmd_train)
+
+    gan = sub.add_parser("gan", help="train a conditional GAN that makes labelled digits; draw a grid of them")
+    gsub = gan.add_subparsers(dest="action", required=True)
+    gtrain = gsub.add_parser("train", help="train on MNIST and register the generator (family cgan)")
+    gtrain.add_argument("--name", default="cgan", help="model name (default: cgan)")
+    gtrain.add_argument("--epochs", type=int)
+    gtrain.add_argument("--limit", type=int, help="train on the first N training images")
+    gtrain.add_argument("--seed", type=int, default=0)
+    gtrain.add_argument("--activate", action="store_true", help="make it the generator --gan-samples uses")
+    gtrain.add_argument("--quiet", action="store_true", help="no progress lines")
+    ggrid = gsub.add_parser("grid", help="write a PNG grid of generated digits, one row per digit")
+    ggrid.add_argument("model", nargs="?", default="cgan", help="NAME[:VERSION] (default: cgan, active)")
+    ggrid.add_argument("--per-class", type=int, default=8)
+    ggrid.add_argument("--seed", type=int, default=0)
+    ggrid.add_argument("--out", default="cgan-samples.png")
+    gan.set_defaults(func=cmd_gan)
 
     retrain = sub.add_parser(
         "retrain", help="train a candidate of a model's active version on MNIST plus accepted feedback; "

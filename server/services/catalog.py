@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Hashable
 
-from models.registry import ModelRegistry, VersionInfo
+from models.registry import ModelRegistry, VersionInfo, WrongKind
 from server.services.invalidation import Invalidations
 
 _MISSING = object()
@@ -39,9 +39,14 @@ class Catalog:
         """name -> active version, most recently activated first (do not modify the result)."""
         return self._cached("active", self.registry.active_versions)
 
-    def get(self, name: str, version: int | str | None = "active") -> VersionInfo:
+    def get(self, name: str, version: int | str | None = "active", kind: str | None = None) -> VersionInfo:
+        """As `ModelRegistry.get`: with `kind`, `WrongKind` unless the version is of that kind
+        (the prediction paths ask for "classifier", so a generator never answers them)."""
         version = "active" if version is None else version
-        return self._cached(("get", name, version), lambda: self.registry.get(name, version))
+        info = self._cached(("get", name, version), lambda: self.registry.get(name, version))
+        if kind is not None and info.kind != kind:
+            raise WrongKind(f"{info.name}:{info.version} is a {info.kind} ({info.family}), not a {kind}")
+        return info
 
     def by_id(self, version_id: int) -> VersionInfo:
         return self._cached(("id", version_id), lambda: self.registry.get_by_id(version_id))

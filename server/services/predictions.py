@@ -62,10 +62,11 @@ def parse_wait(raw, maximum: float) -> float:
 
 
 def resolve_model(services: Services, spec: str | None) -> VersionInfo:
-    """`name` or `name:version`; with no spec, DEFAULT_MODEL or the most recently activated model."""
+    """`name` or `name:version`; with no spec, DEFAULT_MODEL or the most recently activated model.
+    Only classifiers answer predictions: a generator (family cgan) is refused or passed over."""
     if spec:
         name, version = parse_model_spec(spec)
-        return services.catalog.get(name, version)
+        return services.catalog.get(name, version, kind="classifier")
     active = services.catalog.active_versions()
     default = services.settings.default_model
     if default and default in active:

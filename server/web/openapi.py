@@ -18,7 +18,8 @@ DESCRIPTIONS = {
     400: "bad input", 401: "unauthenticated (bad, expired or replayed signature; no session)",
     403: "forbidden (scope, role, CSRF)", 404: "not found", 405: "method not allowed",
     409: "conflict", 413: "too large", 415: "unsupported image type",
-    422: "unreadable or blank image", 429: "rate limited (Retry-After)",
+    422: "unreadable or blank image; a model of the wrong kind (a generator asked to classify, or the reverse)",
+    429: "rate limited (Retry-After)",
     503: "a dependency is down or the queue is full (Retry-After)",
 }
 
@@ -63,7 +64,8 @@ SCHEMAS: dict[str, Any] = {
     "ModelVersion": {
         "type": "object",
         "properties": {**{k: {"type": t} for k, t in [
-            ("name", "string"), ("version", "integer"), ("family", "string"), ("active", "boolean"),
+            ("name", "string"), ("version", "integer"), ("family", "string"), ("kind", "string"),
+            ("active", "boolean"),
             ("status", "string"), ("test_accuracy", ["number", "null"]), ("train_seconds", ["number", "null"]),
             ("created_at", "string"), ("sha256", "string"), ("hyperparameters", "object"),
             ("architecture", ["string", "null"]),
@@ -174,6 +176,8 @@ V2_INFER = {
             "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}}}})},
         "400": {"description": "bad tensor", "content": _json({"$ref": "#/components/schemas/V2Error"})},
         "404": {"description": "unknown model or version", "content": _json({"$ref": "#/components/schemas/V2Error"})},
+        "422": {"description": "the model is a generator (family cgan), not a classifier",
+                "content": _json({"$ref": "#/components/schemas/V2Error"})},
     },
 }
 
@@ -231,6 +235,16 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "summary": "Promote or roll back (admin)",
         "responses": {"200": {"description": "now active", "content": _json({"$ref": "#/components/schemas/ModelVersion"})},
                       **_errors(401, 403, 404)},
+    },
+    ("GET", "/api/v1/models/{name}/versions/{version}/samples.png"): {
+        "summary": "Digits drawn by a conditional-GAN version (family cgan): one row per digit 0-9; "
+                   "`version` is a number or `active`",
+        "parameters": [{"name": "per_class", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 16,
+                                                                       "default": 8}},
+                       {"name": "seed", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}}],
+        "responses": {"200": {"description": "a grayscale PNG, white digits on black",
+                              "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+                      **_errors(400, 401, 404, 422)},
     },
     ("GET", "/api/v1/feedback"): {
         "summary": "Users' corrections as labelled samples, oldest first, with counts per review state (admin)",
@@ -379,9 +393,11 @@ OPERATIONS: dict[tuple[str, str], dict] = {
 }
 for _base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
     OPERATIONS[("GET", _base)] = {"summary": "OIP model metadata", "responses": {
-        "200": {"description": "metadata"}, "404": {"description": "unknown model"}}}
+        "200": {"description": "metadata"}, "404": {"description": "unknown model"},
+        "422": {"description": "a generator, not a classifier"}}}
     OPERATIONS[("GET", _base + "/ready")] = {"summary": "OIP model readiness", "responses": {
-        "200": {"description": "ready"}, "404": {"description": "unknown model"}}}
+        "200": {"description": "ready"}, "404": {"description": "unknown model"},
+        "422": {"description": "a generator, not a classifier"}}}
     OPERATIONS[("POST", _base + "/infer")] = {"summary": "OIP synchronous inference", **V2_INFER}
 
 

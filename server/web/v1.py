@@ -5,6 +5,7 @@ from core.errors import InvalidInput, UnsupportedType
 from models.registry import ModelNotFound
 from server.services import accounts as auth
 from server.services import feedback, predictions, training, versions
+from server.services.samples import Samples
 from server.services.bootstrap import Services
 from server.web.http import Request, Response, Router, decode_base64_image, json_response
 
@@ -74,6 +75,13 @@ def register(router: Router, services: Services) -> None:
         if not version.isdigit():
             raise ModelNotFound(f"model {name!r} has no version {version}")
         return services.registry.activate(name, int(version)).summary()
+
+    samples = Samples(services)
+
+    def generated_samples(req: Request, name: str, version: str):
+        png = samples.grid_png(name, version, req.query.get("per_class"), req.query.get("seed"))
+        # a version's file never changes, so neither does its grid for given parameters
+        return Response(200, png, "image/png", {"Cache-Control": "private, max-age=86400"})
 
     def create_user(req: Request):
         payload = req.json()
@@ -168,6 +176,7 @@ def register(router: Router, services: Services) -> None:
     router.add("GET", "/api/v1/models", list_models, auth="predict")
     router.add("GET", "/api/v1/models/{name}", get_model, auth="predict")
     router.add("POST", "/api/v1/models/{name}/versions/{version}/activate", activate, auth="admin")
+    router.add("GET", "/api/v1/models/{name}/versions/{version}/samples.png", generated_samples, auth="predict")
     router.add("GET", "/api/v1/feedback", list_feedback, auth="admin")
     router.add("PATCH", "/api/v1/feedback/{prediction_id}", review_feedback, auth="admin")
     router.add("POST", "/api/v1/training-jobs", create_training_job, auth="admin")

@@ -47,10 +47,10 @@ class LazyModels:
 
 def _version(services: Services, name: str, version: str | None) -> VersionInfo:
     if version is None:
-        return services.catalog.get(name)
+        return services.catalog.get(name, kind="classifier")
     if not version.isdigit():
         raise ModelNotFound(f"model {name!r} has no version {version}")
-    return services.catalog.get(name, int(version))
+    return services.catalog.get(name, int(version), kind="classifier")
 
 
 class InferenceBatcher:
