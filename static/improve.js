@@ -108,12 +108,11 @@
       "data-prediction": s.prediction_id });
     const img = el("img", { class: "review-image", src: `data:image/png;base64,${s.image}`, width: "84", height: "84",
       alt: `The 28 by 28 image the network saw, labelled ${s.label} by the user` });
-    const wrong = s.predicted != null && s.predicted !== s.label;
     const answer = s.predicted == null ? "no answer"
       : `${s.predicted}${typeof s.confidence === "number" ? ` (${pct(s.confidence, 1)})` : ""}`;
     const labels = el("p", { class: "review-labels" },
       el("span", { class: "review-label" }, "Label ", el("strong", { class: "review-digit", "data-testid": "review-label", text: String(s.label) })),
-      el("span", { class: `review-answer${wrong ? " is-wrong" : ""}` }, "network said ",
+      el("span", { class: "review-answer" }, "network said ",
         el("strong", { "data-testid": "review-predicted", text: answer })));
     const facts = el("dl", { class: "review-facts small" });
     const fact = (k, v, title) => facts.append(el("dt", { text: k }), el("dd", { text: v, title }));
@@ -540,7 +539,7 @@
   const sentence = (t) => (t ? `${t.charAt(0).toUpperCase()}${t.slice(1)}${/[.!?]$/.test(t) ? "" : "."}` : "");
 
   window.DSModels.addPanel({
-    id: "gate", title: "Retrain gate",
+    id: "gate", title: "Retrain gate", before: "curves",
     render(v) {
       const g = v.gate;
       if (!g) return null;
@@ -557,7 +556,7 @@
       ]);
       const categories = [], cvals = [], avals = [];
       if (Number.isFinite(cand.mnist_accuracy) && Number.isFinite(act.mnist_accuracy)) {
-        categories.push(`MNIST test${g.mnist_test_size ? ` (${g.mnist_test_size})` : ""}`);
+        categories.push(`MNIST test${g.mnist_test_size ? ` (${g.mnist_test_size.toLocaleString("en")})` : ""}`);
         cvals.push(cand.mnist_accuracy);
         avals.push(act.mnist_accuracy);
       }
@@ -578,7 +577,7 @@
   });
 
   window.DSModels.addPanel({
-    id: "search", title: "Genetic search",
+    id: "search", title: "Genetic search", before: "curves",
     render(v) {
       const s = v.search;
       if (!s) return null;

@@ -3,7 +3,8 @@
  *
  * A version's details are a list of panels. Each panel is {id, title, render(version, model)}
  * returning a DOM node, or null when the version has nothing to show for it; another script adds
- * one with DSModels.addPanel(panel) (before or after this one's own).
+ * one with DSModels.addPanel(panel) (before or after this one's own), at the end or, with
+ * `before: "curves"`, ahead of the panel with that id.
  */
 (() => {
   "use strict";
@@ -16,7 +17,9 @@
   const panels = [];
 
   function addPanel(panel) {
-    panels.push(panel);
+    const at = panel.before ? panels.findIndex((p) => p.id === panel.before) : -1;
+    if (at >= 0) panels.splice(at, 0, panel);
+    else panels.push(panel);
     if (view.selected) showVersion(view.selected.model, view.selected.version, false);
   }
 

@@ -69,6 +69,12 @@ def test_admin_reviews_a_correction(live_server, browser_page, other_page, digit
     assert image.evaluate("i => i.complete && i.naturalWidth") == 28
     assert image.evaluate("i => getComputedStyle(i).imageRendering") == "pixelated"
     screenshots(page, "improve-review", tmp_path)
+    # an administrator's six tabs fit a phone: no tab's label is cut off
+    page.set_viewport_size({"width": 390, "height": 844})
+    clipped = page.eval_on_selector_all(
+        ".tab", "tabs => tabs.filter(t => t.offsetParent && t.scrollWidth > t.clientWidth).map(t => t.textContent)")
+    assert clipped == [], clipped
+    page.set_viewport_size({"width": 1280, "height": 900})
     page.emulate_media(color_scheme="dark")
     screenshots(page, "improve-review-dark", tmp_path)
     page.emulate_media(color_scheme="light")
@@ -204,6 +210,8 @@ def test_gate_and_search_panels(live_server, browser_page, tiny_mlp_file, tmp_pa
     expect(panel.locator("[data-testid=chart-gate] rect")).to_have_count(4)   # 2 figures x 2 versions
     expect(panel.locator("[data-testid=chart-gate] rect title").first).to_contain_text("candidate")
     expect(detail.locator("[data-panel=search]")).to_have_count(0)
+    order = detail.locator("[data-panel]").evaluate_all("ps => ps.map(p => p.dataset.panel)")
+    assert order[:3] == ["summary", "gate", "curves"], order      # the decision comes right after the record
     screenshots(page, "panel-gate", tmp_path)
 
     page.locator(f"[data-model='mlp-tuned'] tr[data-version='{tuned.version}'] [data-testid=version-details]").click()
