@@ -208,13 +208,22 @@
     const accepted = review.counts.accepted;
     const known = typeof accepted === "number";
     $("#retrain-dialog-title").textContent = `Retrain ${m.name}?`;
-    $("#retrain-text").textContent = `A candidate with the ${active.family || "same"} family and hyper-parameters of `
-      + `${m.name}:${m.active_version} is trained on MNIST plus ${known ? `the ${accepted}` : "the"} accepted `
-      + "corrections, except a held-out share (20 % unless configured) kept for judging. The gate then evaluates "
-      + `candidate and v${m.active_version} on the 10,000 MNIST test digits and on the held-out corrections: the `
-      + "candidate becomes active only if it is not worse on MNIST (within the tolerance, 0.2 points unless "
-      + "configured) and strictly better on the held-out corrections. Otherwise it is registered but stays inactive"
-      + `${known && accepted < 2 ? " — with fewer than two accepted corrections nothing is held out, so it will not be activated" : ""}.`;
+    const trained = `A candidate with the ${active.family || "same"} family and hyper-parameters of `
+      + `${m.name}:${m.active_version} is trained on MNIST`;
+    const paragraphs = [
+      known && accepted === 0 ? `${trained} only: no correction is accepted yet.`
+        : `${trained} plus the ${known ? `${accepted} ` : ""}accepted correction${accepted === 1 ? "" : "s"}; `
+          + "a share of them (20 % unless configured) is held out for judging.",
+      `The gate evaluates the candidate and v${m.active_version} on the 10,000 MNIST test digits and on the held-out `
+        + "corrections. The candidate becomes active only if it is not worse on MNIST (within the tolerance, 0.2 "
+        + "points unless configured) and strictly better on the held-out corrections; otherwise it is registered "
+        + "and stays inactive.",
+    ];
+    if (known && accepted < 2) {
+      paragraphs.push("With fewer than two accepted corrections nothing is held out, so the candidate will not be "
+        + "activated: accept corrections under Feedback review first.");
+    }
+    $("#retrain-text").replaceChildren(...paragraphs.map((text) => el("p", { text })));
     const dialog = $("#retrain-dialog");
     dialog.returnValue = "";
     dialog.showModal();
@@ -540,7 +549,7 @@
 
   window.DSModels.addPanel({
     id: "gate", title: "Retrain gate", before: "curves",
-    render(v) {
+    render(v, model) {
       const g = v.gate;
       if (!g) return null;
       const cand = g.candidate || {}, act = g.active || {};
@@ -569,8 +578,8 @@
       if (categories.length) {
         wrap.append(charts.groupedBars({ title: "Candidate against the active version", xLabel: "evaluated on",
           yLabel: "accuracy %", testid: "chart-gate", categories,
-          series: [{ name: `candidate v${v.version}`, cls: "series-1", values: cvals },
-            { name: `active then v${act.version}`, cls: "series-2", values: avals }] }));
+          series: [{ name: `candidate ${model.name}:${v.version}`, cls: "series-1", values: cvals },
+            { name: `active then ${act.name}:${act.version}`, cls: "series-2", values: avals }] }));
       }
       return wrap;
     },

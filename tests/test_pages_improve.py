@@ -118,6 +118,7 @@ def test_admin_starts_follows_and_cancels_training_jobs(live_server, browser_pag
     expect(dialog).to_be_hidden()
     expect(retrain).to_be_focused()
     retrain.click()
+    screenshots(page, "improve-retrain-dialog", tmp_path)
     page.fill("#retrain-epochs", "2")
     page.fill("#retrain-limit", "1000")
     with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/api/v1/training-jobs")) as sent:
@@ -208,7 +209,7 @@ def test_gate_and_search_panels(live_server, browser_page, tiny_mlp_file, tmp_pa
         "Activated: not worse on MNIST (within the tolerance) and better on the held-out feedback.")
     expect(panel).to_contain_text(f"mlp:{active.version} (active then)")
     expect(panel.locator("[data-testid=chart-gate] rect")).to_have_count(4)   # 2 figures x 2 versions
-    expect(panel.locator("[data-testid=chart-gate] rect title").first).to_contain_text("candidate")
+    expect(panel.locator("[data-testid=chart-gate] rect title").first).to_contain_text(f"candidate mlp-gated:{gated.version}")
     expect(detail.locator("[data-panel=search]")).to_have_count(0)
     order = detail.locator("[data-panel]").evaluate_all("ps => ps.map(p => p.dataset.panel)")
     assert order[:3] == ["summary", "gate", "curves"], order      # the decision comes right after the record
