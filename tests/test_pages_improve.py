@@ -228,3 +228,33 @@ def test_gate_and_search_panels(live_server, browser_page, tiny_mlp_file, tmp_pa
     screenshots(page, "panel-search", tmp_path)
     page.emulate_media(color_scheme="dark")
     screenshots(page, "panel-search-dark", tmp_path)
+
+
+def test_finished_jobs_show_their_result(live_server, browser_page):
+    """A succeeded retrain names the version it registered and the gate's decision; a failed job says why."""
+    gate = {**decide({"mnist_accuracy": 0.9, "feedback_accuracy": 0.5}, {"mnist_accuracy": 0.95, "feedback_accuracy": 0.5},
+                     0.002), "candidate": {}, "active": {}}
+    with unit_of_work(live_server.services.sessions) as session:
+        done = jobs_repo.create(session, "retrain", {"name": "mlp", "epochs": 1, "limit": 1000, "seed": 0}, None).id
+        failed = jobs_repo.create(session, "tune", {"family": "mlp", "name": "mlp", "population": 4, "generations": 2,
+                                                    "seed": 0, "elitism": 1, "epochs": 1, "limit": 1000}, None).id
+    for job_id in (done, failed):
+        with unit_of_work(live_server.services.sessions) as session:
+            jobs_repo.start(session, job_id, "test-worker")
+    with unit_of_work(live_server.services.sessions) as session:
+        jobs_repo.finish(session, done, jobs_repo.SUCCEEDED, {
+            "model": {"name": "mlp", "version": 42, "family": "mlp", "active": False}, "test_accuracy": 0.9,
+            "gate": gate, "search": None})
+        jobs_repo.finish(session, failed, jobs_repo.FAILED, None, "the MNIST files could not be read")
+
+    page = browser_page
+    sign_in(page, live_server.url, new_admin(live_server))
+    open_improve(page)
+    job = page.locator(f"[data-testid=job][data-job='{done}']")
+    expect(job.locator("[data-testid=job-status]")).to_have_text("succeeded")
+    expect(job.locator("[data-testid=job-result]")).to_contain_text(
+        "mlp:42 registered (90.00 % on MNIST), not active. Gate: not activated — worse on MNIST")
+    expect(job.locator("[data-testid=job-cancel]")).to_be_hidden()
+    job = page.locator(f"[data-testid=job][data-job='{failed}']")
+    expect(job.locator("[data-testid=job-status]")).to_have_text("failed")
+    expect(job.locator("[data-testid=job-result]")).to_have_text("Failed: The MNIST files could not be read.")
