@@ -203,8 +203,9 @@
     $("#tune-start").disabled = !families.length;
   }
 
-  function askRetrain(m, active, button) {
-    retraining = { m, button };
+  /** The retrain confirmation; `from` is "improve" (this section) or "models" (a model card's button). */
+  function askRetrain(m, active, button, from = "improve") {
+    retraining = { m, button, from };
     const accepted = review.counts.accepted;
     const known = typeof accepted === "number";
     $("#retrain-dialog-title").textContent = `Retrain ${m.name}?`;
@@ -246,7 +247,9 @@
     const epochs = numberOrNull("#retrain-epochs"), limit = numberOrNull("#retrain-limit");
     if (epochs != null) spec.epochs = epochs;
     if (limit != null) spec.limit = limit;
-    await submit(spec, pending.button, "#jobs-error", `Retraining ${pending.m.name}`);
+    const errorAt = pending.from === "models" ? "#models-error" : "#jobs-error";
+    const id = await submit(spec, pending.button, errorAt, `Retraining ${pending.m.name}`);
+    if (id && pending.from === "models") location.hash = "#improve";   // where the job is followed
   }
 
   async function onTuneSubmit(event) {
@@ -281,10 +284,12 @@
       $("#jobs-status").textContent = `${what}: job ${data.id.slice(0, 8)} is ${data.status}.`;
       await loadJobs();
       const node = jobs.nodes.get(data.id);
-      if (node) node.querySelector(".job-title").focus();
+      if (node && visible()) node.querySelector(".job-title").focus();
+      return data.id;
     } catch (err) {
       $("#jobs-status").textContent = "";
       ds.handleError(err, errorAt);
+      return null;
     } finally {
       button.disabled = false;
       button.textContent = label;
@@ -527,6 +532,17 @@
       ds.handleError(err, "#jobs-error");
     }
   }
+
+  window.DSModels.addCardAction({
+    render(m) {
+      if (!ds.isAdmin() || m.active_version == null) return null;
+      const active = m.versions.find((v) => v.version === m.active_version) || {};
+      const b = el("button", { type: "button", class: "button small", "data-testid": "model-retrain",
+        "aria-label": `Retrain ${m.name} (active version ${m.active_version})`, text: "Retrain…" });
+      b.addEventListener("click", () => askRetrain(m, active, b, "models"));
+      return b;
+    },
+  });
 
   /* ------------------------------------------- panels of a version's details */
 

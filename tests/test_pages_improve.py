@@ -258,3 +258,28 @@ def test_finished_jobs_show_their_result(live_server, browser_page):
     job = page.locator(f"[data-testid=job][data-job='{failed}']")
     expect(job.locator("[data-testid=job-status]")).to_have_text("failed")
     expect(job.locator("[data-testid=job-result]")).to_have_text("Failed: The MNIST files could not be read.")
+
+
+def test_retrain_from_a_model_card(live_server, browser_page, tmp_path):
+    page = browser_page
+    sign_in(page, live_server.url, new_admin(live_server))
+    page.click("[data-testid=tab-models]")
+    card = page.locator("[data-testid=model-card][data-model='mlp']")
+    button = card.locator("[data-testid=model-retrain]")
+    expect(button).to_have_accessible_name(re.compile(r"^Retrain mlp \(active version \d+\)$"))
+    button.click()
+    expect(page.locator("#retrain-dialog")).to_contain_text("The gate evaluates the candidate")
+    page.fill("#retrain-limit", "1000")
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/api/v1/training-jobs")) as sent:
+        page.click("#retrain-confirm")
+    job_id = sent.value.json()["id"]
+    assert sent.value.json()["spec"]["limit"] == 1000
+    # the page goes where the job is followed
+    expect(page).to_have_url(re.compile(r"#improve$"))
+    job = page.locator(f"[data-testid=job][data-job='{job_id}']")
+    expect(job.locator("[data-testid=job-status]")).to_have_text("queued")
+    job.locator("[data-testid=job-cancel]").click()
+    expect(job.locator("[data-testid=job-status]")).to_have_text("cancelled")
+    page.click("[data-testid=tab-models]")
+    expect(card.locator("[data-testid=model-retrain]")).to_be_visible()
+    screenshots(page, "models-retrain-button", tmp_path)
