@@ -143,7 +143,8 @@
   }
 
   /**
-   * Line chart of per-epoch series: [{name, values, cls}]. `format` shows a value; `min`/`max` fix the y range.
+   * Line chart of per-epoch (or per-`xLabel`) series: [{name, values, cls}]. `format` shows a value; `min`/`max`
+   * fix the y range.
    */
   function lineChart({ title, series, xLabel = "epoch", yLabel, format = (v) => v.toFixed(3), tickFormat, min, max,
     testid }) {
@@ -154,7 +155,7 @@
     const sx = (i) => (n <= 1 ? (x0 + x1) / 2 : x0 + (i / (n - 1)) * (x1 - x0));
     const sy = (v) => y1 - ((v - lo) / (hi - lo)) * (y1 - y0);
     const last = series.map((s) => `${s.name} ${s.values.length ? format(s.values[s.values.length - 1]) : "–"}`);
-    const svg = frame(title, `${n} epochs. Last epoch: ${last.join(", ")}.`);
+    const svg = frame(title, `${n} ${xLabel}s. Last ${xLabel}: ${last.join(", ")}.`);
     const every = Math.max(1, Math.ceil(n / 10));
     axes(svg, {
       x0, x1, y0, y1, xLabel, yLabel,
@@ -168,7 +169,7 @@
       g.append(svgEl("polyline", { points, class: "line" }));
       s.values.forEach((v, i) => {
         g.append(tip(svgEl("circle", { cx: sx(i).toFixed(1), cy: sy(v).toFixed(1), r: n > 30 ? 2 : 3, class: "dot" }),
-          `epoch ${i + 1}: ${s.name} ${format(v)}`));
+          `${xLabel} ${i + 1}: ${s.name} ${format(v)}`));
       });
       svg.append(g);
     }

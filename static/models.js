@@ -3,7 +3,8 @@
  *
  * A version's details are a list of panels. Each panel is {id, title, render(version, model)}
  * returning a DOM node, or null when the version has nothing to show for it; another script adds
- * one with DSModels.addPanel(panel) (before or after this one's own).
+ * one with DSModels.addPanel(panel) (before or after this one's own), at the end or, with
+ * `before: "curves"`, ahead of the panel with that id.
  */
 (() => {
   "use strict";
@@ -14,10 +15,19 @@
 
   const view = { models: [], selected: null, request: 0, activating: null };
   const panels = [];
+  const cardActions = [];   // {render(model)} -> a button (or null) in each model card's heading
 
   function addPanel(panel) {
-    panels.push(panel);
+    const at = panel.before ? panels.findIndex((p) => p.id === panel.before) : -1;
+    if (at >= 0) panels.splice(at, 0, panel);
+    else panels.push(panel);
     if (view.selected) showVersion(view.selected.model, view.selected.version, false);
+  }
+
+  /** Another script's button in every model card's heading, e.g. "Retrain…" (static/improve.js). */
+  function addCardAction(action) {
+    cardActions.push(action);
+    if (view.models.length) render();
   }
 
   function el(tag, attrs = {}, ...children) {
@@ -96,8 +106,11 @@
     const card = el("section", { class: "model-card", "data-model": m.name, "data-testid": "model-card",
       "aria-labelledby": `model-${m.name}-title` });
     const active = m.active_version != null ? `active: v${m.active_version}` : "no active version";
-    card.append(el("h2", { class: "subtitle model-name", id: `model-${m.name}-title` },
-      document.createTextNode(m.name), el("span", { class: "model-active small", text: active })));
+    const heading = el("h2", { class: "subtitle model-name", id: `model-${m.name}-title` },
+      document.createTextNode(m.name), el("span", { class: "model-active small", text: active }));
+    const actions = cardActions.map((a) => a.render(m)).filter(Boolean);
+    card.append(actions.length ? el("div", { class: "model-head" }, heading, el("div", { class: "model-actions" }, ...actions))
+      : heading);
     const table = el("table", { class: "versions-table fold-table" });
     table.append(el("caption", { class: "visually-hidden", text: `Versions of ${m.name}` }));
     const head = el("tr");
@@ -342,5 +355,5 @@
     $("#activate-dialog").addEventListener("close", onActivateClose);
   });
 
-  window.DSModels = { addPanel, reload: load };
+  window.DSModels = { addPanel, addCardAction, reload: load };
 })();
