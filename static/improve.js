@@ -627,6 +627,19 @@
     },
   });
 
+  window.DSModels.addPanel({
+    id: "samples", title: "Generated digits", before: "curves",
+    render(v) {
+      if (v.kind !== "generator") return null;
+      const src = `/api/v1/models/${encodeURIComponent(v.name)}/versions/${v.version}/samples.png?per_class=8`;
+      return el("figure", { class: "gan-grid" },
+        el("img", { src, alt: `Digits made by ${v.name}:${v.version}: a row per class, 0 to 9, eight each`,
+                    "data-testid": "gan-grid" }),
+        el("figcaption", { text: "A row per digit, 0 (top) to 9, eight samples each, made by the generator " +
+                                 "from random noise; `digitserve train NAME --gan-samples N` adds such digits to a training set." }));
+    },
+  });
+
   /* --------------------------------------------------------------- wiring */
 
   function reset() {

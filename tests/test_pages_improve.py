@@ -283,3 +283,26 @@ def test_retrain_from_a_model_card(live_server, browser_page, tmp_path):
     page.click("[data-testid=tab-models]")
     expect(card.locator("[data-testid=model-retrain]")).to_be_visible()
     screenshots(page, "models-retrain-button", tmp_path)
+
+
+def test_a_generator_shows_its_digits_on_the_dashboard(live_server, browser_page, mnist, tmp_path):
+    from trainers.gan import train_gan
+
+    result = train_gan(mnist, epochs=1, seed=0, progress=False, max_steps=20, limit=500)
+    path = tmp_path / "cgan.keras"
+    result.generator.save(path)
+    generator = live_server.services.registry.register("cgan-page", "cgan", path)
+
+    page = browser_page
+    page.set_viewport_size({"width": 1280, "height": 900})
+    sign_in(page, live_server.url, new_admin(live_server))
+    page.click("[data-testid=tab-models]")
+    page.locator(f"[data-model='cgan-page'] tr[data-version='{generator.version}'] "
+                 "[data-testid=version-details]").click()
+    grid = page.locator("#version-detail [data-panel=samples] [data-testid=gan-grid]")
+    expect(grid).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=grid.element_handle(), timeout=30_000)
+    width, height = grid.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert height > width  # ten rows of eight digits
+    grid.scroll_into_view_if_needed()
+    screenshots(page, "panel-gan", tmp_path)
