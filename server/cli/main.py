@@ -65,18 +65,24 @@ def _spec(args, *keys: str) -> dict:
     return {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
 
 
-def cmd_retrain(args, settings: Settings) -> int:
+def _training_run(settings: Settings, args, payload: dict):
+    """With --queue, submit to the training queue (an exit code); else run in the foreground:
+    the registered version, or 1 when it failed."""
     from core import migrate
 
     migrate.upgrade(settings.database_url)
     services = _services(settings)
-    payload = {"kind": "retrain", "name": args.name,
-               **_spec(args, "epochs", "limit", "seed", "tolerance", "holdout_share")}
     if args.queue:
         return _submit(services, payload)
     info = _foreground(services, payload, args.quiet)
-    if info is None:
-        return 1
+    return 1 if info is None else info
+
+
+def cmd_retrain(args, settings: Settings) -> int:
+    info = _training_run(settings, args, {"kind": "retrain", "name": args.name,
+                                          **_spec(args, "epochs", "limit", "seed", "tolerance", "holdout_share")})
+    if isinstance(info, int):
+        return info
     _print_registered(info)
     gate = info.gate
     for who in ("candidate", "active"):
@@ -90,17 +96,10 @@ def cmd_retrain(args, settings: Settings) -> int:
 
 
 def cmd_tune(args, settings: Settings) -> int:
-    from core import migrate
-
-    migrate.upgrade(settings.database_url)
-    services = _services(settings)
-    payload = {"kind": "tune", "name": args.name,
-               **_spec(args, "family", "population", "generations", "seed", "epochs", "limit", "elitism")}
-    if args.queue:
-        return _submit(services, payload)
-    info = _foreground(services, payload, args.quiet)
-    if info is None:
-        return 1
+    info = _training_run(settings, args, {"kind": "tune", "name": args.name, **_spec(
+        args, "family", "population", "generations", "seed", "epochs", "limit", "elitism")})
+    if isinstance(info, int):
+        return info
     search = info.search
     print(f"best of {search['evaluations']} individuals (validation accuracy {search['best_fitness']:.4f}): "
           f"{json.dumps(search['best'])}")

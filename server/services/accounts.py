@@ -208,7 +208,8 @@ def session_principal(services: Services, sid: str) -> Principal | None:
     if raw is None:
         return None
     data = json.loads(raw)
-    found = _cached(services, services.users, data["user_id"], lambda: _user_fields(services, data["user_id"]))
+    found = services.invalidations.through(services.users, data["user_id"],
+                                           lambda: _user_fields(services, data["user_id"]))
     if found is None:
         return None  # the account is gone
     user_id, email, role, disabled, generation = found
@@ -225,20 +226,6 @@ def _user_fields(services: Services, user_id: int) -> tuple[int, str, str, bool,
         if user is None:
             return None
         return user.id, user.email, user.role, user.disabled_at is not None, user.session_generation
-
-
-def _cached(services: Services, cache, key, load):
-    """`load()` through one of the per-process caches (see invalidation.py); None is not kept."""
-    live = services.settings.cache_ttl > 0 and services.invalidations.live()
-    if live:
-        found = cache.get(key)
-        if found is not None:
-            return found
-    generation = cache.generation
-    found = load()
-    if live and found is not None:
-        cache.put(key, found, generation)
-    return found
 
 
 def user_changed(services: Services, user_id: int) -> None:
@@ -328,7 +315,7 @@ def _key_principal(services: Services, key_id: str) -> tuple[Principal, str, lis
 def _usable_key(services: Services, key_id: str) -> tuple[Principal, str, list[float]] | None:
     """(owner, secret, when this process last recorded a use): cached, since keys rarely change
     and a revocation reaches every process's cache at once."""
-    return _cached(services, services.credentials, key_id, lambda: _key_principal(services, key_id))
+    return services.invalidations.through(services.credentials, key_id, lambda: _key_principal(services, key_id))
 
 
 def _mark_used(services: Services, found: tuple[Principal, str, list[float]]) -> None:

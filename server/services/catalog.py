@@ -11,7 +11,6 @@ from typing import Any, Callable, Hashable
 from models.registry import ModelRegistry, VersionInfo, WrongKind
 from server.services.invalidation import Invalidations
 
-_MISSING = object()
 TOPIC = "models"
 
 
@@ -19,21 +18,12 @@ class Catalog:
     def __init__(self, registry: ModelRegistry, invalidations: Invalidations, ttl: float):
         self.registry = registry
         self.invalidations = invalidations
-        self.enabled = ttl > 0
         self._cache = invalidations.cache("models", ttl)
         invalidations.handlers[TOPIC] = lambda _value: self._cache.drop()
         registry.on_change = lambda: invalidations.publish(TOPIC)
 
     def _cached(self, key: Hashable, load: Callable[[], Any]) -> Any:
-        if not (self.enabled and self.invalidations.live()):
-            return load()
-        found = self._cache.get(key, _MISSING)
-        if found is not _MISSING:
-            return found
-        generation = self._cache.generation
-        value = load()
-        self._cache.put(key, value, generation)
-        return value
+        return self.invalidations.through(self._cache, key, load)
 
     def active_versions(self) -> dict[str, VersionInfo]:
         """name -> active version, most recently activated first (do not modify the result)."""

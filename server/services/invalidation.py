@@ -27,8 +27,6 @@ import redis
 
 log = logging.getLogger("digitserve.invalidation")
 
-_MISSING = object()
-
 
 class TtlCache:
     """A small thread-safe map whose entries expire; `generation` moves on every invalidation."""
@@ -90,6 +88,20 @@ class Invalidations:
         cache = TtlCache(name, ttl)
         self.caches.append(cache)
         return cache
+
+    def through(self, cache: TtlCache, key: Hashable, load: Callable[[], Any]) -> Any:
+        """`load()` through `cache` while this process is subscribed (and the cache has a time to
+        live); a None result is not kept."""
+        live = cache.ttl > 0 and self.live()
+        if live:
+            found = cache.get(key)
+            if found is not None:
+                return found
+        generation = cache.generation
+        found = load()
+        if live and found is not None:
+            cache.put(key, found, generation)
+        return found
 
     def publish(self, topic: str, value: object = "") -> None:
         """Tell every process (this one first, whether Redis answers or not)."""
